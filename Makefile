@@ -1,0 +1,11 @@
+# One-line aliases only. torch==2.13.0 first: a CPU wheel is served locally; other versions pull CUDA builds.
+PY ?= python
+.PHONY: install test test-all reproduce figures figures-quick lint
+install:
+	$(PY) -m pip install torch==2.13.0 && $(PY) -m pip install -e ".[dev]"
+test: install
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m "not slow" lora_theory tests
+test-all: install
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q lora_theory tests
+reproduce: install
+	$(PY) -m lora_theory simulate --out results/simulate_default.csv

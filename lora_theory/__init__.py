@@ -1,0 +1,14 @@
+"""lora_theory: simulate and derive the large-width training dynamics of LoRA finetuning.
+
+Curated public API; see the README for a tour.
+"""
+
+from .config import ModelConfig, TrainConfig
+from .inits import INITS, InitSpec, sample_init
+from .models import SETTINGS
+from .optim import OPTIMIZERS
+from .simulate import COLUMNS, simulate
+
+__all__ = ["COLUMNS", "INITS", "InitSpec", "ModelConfig", "OPTIMIZERS", "SETTINGS", "TrainConfig",
+           "sample_init", "simulate"]
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from lora_theory.cli import main
+
+main()

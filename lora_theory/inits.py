@@ -1,0 +1,144 @@
+"""LoRA initialisations as data: the ``INITS`` registry.
+
+Each scheme gives, for A ∈ R^{r×n} and B ∈ R^{n×r}, the law of the entries and their variance as
+``coef · n**n_exp · r**r_exp`` (or an exact zero), PAPER.md §1.2. The entry exponent
+γ[A_0] = n_exp/2 (−∞ for a zero) is what the symbolic module reads.
+
+| name              | A_0                              | B_0                          | remark                         |
+|-------------------|----------------------------------|------------------------------|--------------------------------|
+| ``A``             | N(0, 1/n)                        | 0                            | Init[A] (paper)                |
+| ``B``             | 0                                | N(0, 1/r)                    | Init[B] (paper)                |
+| ``AB``            | N(0, 1/n)                        | N(0, 1/n)                    | Init[AB], W* ← W* − s·B0A0     |
+| ``AB_raw``        | N(0, 1/n)                        | N(0, 1/n)                    | Init[AB], no subtraction       |
+| ``peft_true``     | U, var 1/(3n) (Kaiming, a=√5)    | 0                            | PEFT ``init_lora_weights=True``|
+| ``peft_gaussian`` | N(0, 1/r²)                       | 0                            | PEFT ``"gaussian"``            |
+| ``peft_false``    | U, var 1/(3n)                    | U, var 1/(3r)                | PEFT ``False`` (nn.Linear)     |
+| ``peft_orthogonal``| orthogonal halves, var ≈ 1/200  | orthogonal halves, var ≈1/200| PEFT ``"orthogonal"``, BA = 0  |
+
+PEFT's ``"orthogonal"``: draw Q from the QR of an r×r Gaussian; A = (G_A Q_odd)ᵀ/10 and
+B = G_Bᵀ Q_even/10 with G Gaussian, so the rows of Q used by A and B are orthogonal and BA = 0
+exactly; each entry has variance (r/2)/r · 1/100 = 1/200 on average.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from .config import lookup
+
+Law = Literal["zero", "normal", "uniform"]
+
+
+@dataclass(frozen=True, slots=True)
+class Dist:
+    """Law of one matrix's entries: variance = ``coef · n**n_exp · r**r_exp`` (``law="zero"``: exactly 0)."""
+
+    law: Law = "zero"
+    coef: float = 1.0
+    n_exp: float = 0.0
+    r_exp: float = 0.0
+
+    def variance(self, n: int, r: int) -> float:
+        return 0.0 if self.law == "zero" else self.coef * n ** self.n_exp * r ** self.r_exp
+
+    @property
+    def gamma(self) -> float:
+        """Width exponent of the entries, γ = n_exp/2; ``-inf`` for an exact zero."""
+        return -math.inf if self.law == "zero" else self.n_exp / 2
+
+
+ZERO = Dist("zero")
+
+
+@dataclass(frozen=True, slots=True)
+class InitSpec:
+    """One initialisation scheme: laws of A_0 and B_0, and whether W* absorbs −s·B0A0."""
+
+    a: Dist
+    b: Dist
+    subtract: bool = False  # W* ← W* − s·B0·A0, so training starts exactly at the pretrained model
+    coupling: Literal["independent", "orthogonal"] = "independent"
+    description: str = field(default="", compare=False)
+
+    @property
+    def starts_at_pretrained(self) -> bool:
+        """True when the adapted layer equals the pretrained one at t = 0 (s·B0A0 absent or removed)."""
+        return self.subtract or self.coupling == "orthogonal" or "zero" in (self.a.law, self.b.law)
+
+
+INITS: dict[str, InitSpec] = {
+    "A": InitSpec(Dist("normal", 1.0, -1.0), ZERO, description="Init[A]: A ~ N(0, 1/n), B = 0"),
+    "B": InitSpec(ZERO, Dist("normal", 1.0, 0.0, -1.0), description="Init[B]: A = 0, B ~ N(0, 1/r)"),
+    "AB": InitSpec(Dist("normal", 1.0, -1.0), Dist("normal", 1.0, -1.0), subtract=True,
+                   description="Init[AB]: A, B ~ N(0, 1/n), W* <- W* - s B0 A0"),
+    "AB_raw": InitSpec(Dist("normal", 1.0, -1.0), Dist("normal", 1.0, -1.0),
+                       description="Init[AB] without subtraction: the model starts off the pretrained one"),
+    "peft_true": InitSpec(Dist("uniform", 1 / 3, -1.0), ZERO,
+                          description="PEFT init_lora_weights=True: A Kaiming-uniform (var 1/(3n)), B = 0"),
+    "peft_gaussian": InitSpec(Dist("normal", 1.0, 0.0, -2.0), ZERO,
+                              description="PEFT 'gaussian': A ~ N(0, 1/r^2), B = 0"),
+    "peft_false": InitSpec(Dist("uniform", 1 / 3, -1.0), Dist("uniform", 1 / 3, 0.0, -1.0),
+                           description="PEFT False: nn.Linear defaults, A var 1/(3n), B var 1/(3r)"),
+    "peft_orthogonal": InitSpec(Dist("normal", 1 / 200), Dist("normal", 1 / 200), coupling="orthogonal",
+                                description="PEFT 'orthogonal': A, B from orthogonal halves of a QR, BA = 0"),
+}
+
+
+def get_init(name: str) -> InitSpec:
+    """The registered :class:`InitSpec` called ``name`` (ValueError/KeyError listing the valid names)."""
+    return lookup(INITS, name, "init")
+
+
+def sample_init(name: str, n: int, r: int, generator: torch.Generator,
+                dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw (A_0, B_0) for one configuration.
+
+    Args:
+        name: key of ``INITS``.
+        n: width (A is r×n, B is n×r).
+        r: rank.
+        generator: CPU ``torch.Generator``; the only source of randomness.
+        dtype: floating point type of the result.
+
+    Returns:
+        ``A`` of shape (r, n) and ``B`` of shape (n, r).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> A, B = sample_init("A", 64, 4, g)
+    >>> A.shape, B.shape, bool((B == 0).all())
+    (torch.Size([4, 64]), torch.Size([64, 4]), True)
+    """
+    spec = get_init(name)
+    if spec.coupling == "orthogonal":
+        return _sample_orthogonal(spec, n, r, generator, dtype)
+    A = _draw(spec.a, (r, n), n, r, generator, dtype)  # (r, n)
+    B = _draw(spec.b, (n, r), n, r, generator, dtype)  # (n, r)
+    return A, B
+
+
+def _draw(dist: Dist, shape: tuple[int, int], n: int, r: int, generator: torch.Generator,
+          dtype: torch.dtype) -> torch.Tensor:
+    std = math.sqrt(dist.variance(n, r))
+    if dist.law == "zero":
+        return torch.zeros(shape, dtype=dtype)
+    if dist.law == "normal":
+        return torch.randn(shape, generator=generator, dtype=dtype) * std
+    # uniform on [−√3·std, √3·std] has variance std²
+    return (torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * (math.sqrt(3) * std)
+
+
+def _sample_orthogonal(spec: InitSpec, n: int, r: int, generator: torch.Generator,
+                       dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    if r % 2:
+        raise ValueError(f"init 'peft_orthogonal' needs an even rank, got rank={r}")
+    Q, _ = torch.linalg.qr(torch.randn((r, r), generator=generator, dtype=dtype))
+    q_odd, q_even = Q[0::2], Q[1::2]  # (r/2, r) each, mutually orthogonal rows
+    # entry variance of G @ q_half is (r/2)/r = 1/2 on average, so scale by sqrt(2·coef)
+    scale_a, scale_b = math.sqrt(2 * spec.a.variance(n, r)), math.sqrt(2 * spec.b.variance(n, r))
+    A = (torch.randn((n, r // 2), generator=generator, dtype=dtype) @ q_odd).T * scale_a  # (r, n)
+    B = torch.randn((r // 2, n), generator=generator, dtype=dtype).T @ q_even * scale_b  # (n, r)
+    return A.contiguous(), B.contiguous()

@@ -1,0 +1,90 @@
+"""Batched update rules: SGD, SignSGD and Adam over a leading configuration axis.
+
+A rule maps a gradient ``g`` of shape (S, L, ...) and per-configuration learning rates ``lr`` of
+shape (S, L) to the update ΔW (the engine adds it). State lives in a plain dict per parameter.
+Adam follows ``torch.optim.Adam`` operation for operation (bias corrections included), so the
+engine and a per-configuration ``torch.optim`` loop agree to round-off:
+
+    m ← β1 m + (1−β1) g,   v ← β2 v + (1−β2) g²,
+    ΔW = −(η / (1−β1^t)) · m / (√v / √(1−β2^t) + ε),   ε = eps · n^{eps_exponent}.
+
+SignSGD is Adam with β1 = β2 = 0 and ε → 0: ΔW = −η·sign(g) (PAPER.md §1.4).
+Learning rates per role: η_A = η and η_B = η · lr_ratio · n^{lr_ratio_exponent} (LoRA+).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .config import TrainConfig, lookup
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Plain gradient descent: ΔW = −η g."""
+
+    def init(self, p: torch.Tensor) -> dict:
+        return {}
+
+    def update(self, state: dict, g: torch.Tensor, lr: torch.Tensor, t: int) -> torch.Tensor:
+        return -_expand(lr, g) * g
+
+
+@dataclass(frozen=True)
+class SignSGD:
+    """Sign descent, the paper's model of Adam: ΔW = −η sign(g)."""
+
+    def init(self, p: torch.Tensor) -> dict:
+        return {}
+
+    def update(self, state: dict, g: torch.Tensor, lr: torch.Tensor, t: int) -> torch.Tensor:
+        return -_expand(lr, g) * torch.sign(g)
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam with bias correction (no weight decay); ``eps`` already includes its width factor."""
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def init(self, p: torch.Tensor) -> dict:
+        return {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
+
+    def update(self, state: dict, g: torch.Tensor, lr: torch.Tensor, t: int) -> torch.Tensor:
+        m, v = state["m"], state["v"]
+        m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+        v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        bc1, bc2 = 1 - self.beta1 ** t, 1 - self.beta2 ** t
+        denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
+        return -(_expand(lr, g) / bc1) * m / denom
+
+
+OPTIMIZERS = {
+    "sgd": lambda cfg, n: SGD(),
+    "signsgd": lambda cfg, n: SignSGD(),
+    "adam": lambda cfg, n: Adam(cfg.beta1, cfg.beta2, cfg.eps * n ** cfg.eps_exponent),
+}
+
+
+def make_rule(name: str, cfg: TrainConfig, n: int):
+    """The update rule ``name`` at width ``n`` (error lists the valid names).
+
+    >>> make_rule("adam", TrainConfig(eps=1e-8, eps_exponent=-1.0), 100).eps
+    1e-10
+    """
+    return lookup(OPTIMIZERS, name, "optimizer")(cfg, n)
+
+
+def lr_b_factor(cfg: TrainConfig, n: int) -> float:
+    """η_B / η_A at width n: ``lr_ratio · n**lr_ratio_exponent``."""
+    return cfg.lr_ratio * n ** cfg.lr_ratio_exponent
+
+
+def _expand(lr: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """(S, L) learning rates broadcast against a (S, L, ...) gradient."""
+    return lr.reshape(lr.shape + (1,) * (g.dim() - lr.dim()))

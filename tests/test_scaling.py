@@ -1,0 +1,78 @@
+"""First scaling checks of the theorems in the `layer` setting (PAPER.md §4.4(a), §3.1 table).
+
+Single sample, Adam(0.9, 0.999), r = 4, n = 2^7..2^12, 6 seeds. The fitted quantity is the RMS over
+steps t = 2..4 of each statistic (the theory gives every t ≥ 2 the same exponent, and the window
+averages out Adam's finite-width oscillation); per-step slopes are checked where they are clean.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lora_theory import simulate
+from lora_theory.fit import fit_exponent
+
+WIDTHS = [2 ** k for k in range(7, 13)]
+STATS = ("z_a_rms", "z_b_rms", "b_shift_rms")
+# (init, c) -> theory exponents of (Z_A, Z_B, B_t − B_0) for t ≥ 2 (PAPER.md §3.1, §4.4(a))
+THEORY = {("A", -0.5): (0.5, 0.0, -0.5), ("B", -1.0): (0.0, 0.0, -1.0), ("A", -1.0): (0.0, -1.0, -1.0)}
+
+
+@pytest.fixture(scope="module")
+def runs() -> pd.DataFrame:
+    cases = list(THEORY) + [("B", -0.5)]
+    return pd.concat([simulate(widths=WIDTHS, inits=i, lr_exponent=c, seeds=range(6), steps=4, progress=False)
+                      for i, c in cases])
+
+
+def _window(df: pd.DataFrame) -> pd.DataFrame:
+    key = ["init", "lr_exponent", "width", "seed"]
+    return df[df.step >= 2].groupby(key)[list(STATS)].agg(lambda x: np.sqrt(np.mean(x ** 2))).reset_index()
+
+
+@pytest.mark.parametrize("case", list(THEORY))
+def test_window_slopes_match_theory(runs, case):
+    w = _window(runs)
+    sel = w[(w.init == case[0]) & (w.lr_exponent == case[1])]
+    for stat, expected in zip(STATS, THEORY[case]):
+        assert fit_exponent(sel, stat).slope == pytest.approx(expected, abs=0.1), stat
+
+
+@pytest.mark.parametrize("step", [2, 3, 4])
+def test_init_a_per_step_slopes(runs, step):
+    """Init[A] at η = n^-1/2: Z_A = Θ(n^1/2) (internal instability), Z_B = Θ(1), B moves Θ(n^-1/2)."""
+    sel = runs[(runs.init == "A") & (runs.lr_exponent == -0.5) & (runs.step == step)]
+    for stat, expected in zip(STATS, THEORY[("A", -0.5)]):
+        assert fit_exponent(sel, stat).slope == pytest.approx(expected, abs=0.1), stat
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 4])
+def test_init_b_moves_b_by_n_to_the_minus_one(runs, step):
+    """Init[B] at η = n^-1: B_t − B_0 = Θ(n^-1) (B under-trained); exactly zero at t = 1 (Z_A^0 = 0)."""
+    sel = runs[(runs.init == "B") & (runs.lr_exponent == -1.0) & (runs.step == step)]
+    if step == 1:
+        assert (sel.b_shift_rms == 0).all()
+    else:
+        assert fit_exponent(sel, "b_shift_rms").slope == pytest.approx(-1.0, abs=0.1)
+
+
+def test_first_step_of_init_a_is_vanishing(runs):
+    """t = 1 under Init[A]: only B moves, Z_B^1 = Θ(n^-1/2) (PAPER.md §3.1)."""
+    sel = runs[(runs.init == "A") & (runs.lr_exponent == -0.5) & (runs.step == 1)]
+    assert fit_exponent(sel, "z_b_rms").slope == pytest.approx(-0.5, abs=0.1)
+
+
+def test_init_b_above_its_maximal_rate_is_unstable(runs):
+    """Init[B] at η = n^-1/2 (c* + 1/2): Z_A and Z_B grow (theory n^1/2 each; Z_B measured steeper)."""
+    w = _window(runs)
+    sel = w[(w.init == "B") & (w.lr_exponent == -0.5)]
+    assert fit_exponent(sel, "z_a_rms").slope == pytest.approx(0.5, abs=0.1)
+    assert fit_exponent(sel, "z_b_rms").slope > 0.4
+
+
+@pytest.mark.xfail(strict=True, reason="Known finite-width disagreement: at t = 2 Adam's second step nearly "
+                   "cancels the first under Init[B] (the optimum in span(B0) is O(n^-1/2)), and the "
+                   "cancellation ratio converges slowly in n; the step-2 slope is about -0.17 at n <= 4096.")
+def test_init_b_per_step_feature_slopes_at_step_2(runs):
+    sel = runs[(runs.init == "B") & (runs.lr_exponent == -1.0) & (runs.step == 2)]
+    assert fit_exponent(sel, "z_b_rms").slope == pytest.approx(0.0, abs=0.1)
