@@ -23,6 +23,7 @@ u_t = γ[B_t − B_0], z_t as above, g = γ[dZ̄] (SGD only), c* maximal stable 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -69,9 +70,7 @@ def contract(gamma, over: Literal["n", "r"], coherent: bool = True):
     >>> contract(Rational(-1, 2), "n", coherent=False), contract(0, "n"), contract(c, "r")
     (0, 1, c)
     """
-    if over not in ("n", "r"):
-        raise ValueError(f"over must be one of ['n', 'r'], got {over!r}")
-    return gamma_product(gamma, 0 if over == "r" else 1 if coherent else Rational(1, 2))
+    return gamma_product(gamma, lookup({"n": 1 if coherent else Rational(1, 2), "r": 0}, over, "over"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +109,7 @@ def exponents(init, lr_exponent, optimizer="adam", steps=4, **sgd_kw) -> pd.Data
     >>> exponents("B", -1, steps=2)[["z_a", "b", "z_b", "delta1", "delta2"]].values.tolist()
     [[-oo, 0, -oo, -oo, -oo], [0, 0, 0, 0, -oo], [0, 0, 0, 0, -1]]
     """
-    rows = _trajectory(_as_init(init), *_lr_pair(lr_exponent), _optimiser(optimizer, sgd_kw), steps)
+    rows = _trajectory(_as_init(init), *_lr_pair(lr_exponent), _optimiser(optimizer, sgd_kw)[0], steps)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -125,7 +124,7 @@ def max_stable_lr_exponent(init, optimizer="adam", steps=4, lr_ratio_exponent=0,
     (-1/2, -1, oo)
     """
     rho = _exact(lr_ratio_exponent, "lr_ratio_exponent")
-    rows = _trajectory(_as_init(init), c, c + rho, _optimiser(optimizer, sgd_kw), steps)
+    rows = _trajectory(_as_init(init), c, c + rho, _optimiser(optimizer, sgd_kw)[0], steps)
     cstar, unstable = _solve_max_c([row["z_b"] for row in rows])
     return Piecewise((-oo, unstable), (cstar, True))
 
@@ -157,7 +156,7 @@ def regime(init, lr_exponent, optimizer="adam", steps=4, **sgd_kw) -> Regime:
     Regime(regime='feature_learning', internally_unstable=False, b_under_trained=True)
     """
     _check_steps(steps, low=WINDOW)
-    rows = _trajectory(_as_init(init), *_lr_pair(lr_exponent), _optimiser(optimizer, sgd_kw), steps)
+    rows = _trajectory(_as_init(init), *_lr_pair(lr_exponent), _optimiser(optimizer, sgd_kw)[0], steps)
     if any(sympy.sympify(v).free_symbols for row in rows for v in row.values()):
         raise ValueError("regime needs numeric exponents (init, lr_exponent, g), got symbols")
     window = rows[WINDOW:]
@@ -185,7 +184,7 @@ def efficient_region(init=None, optimizer="adam", steps=4, **sgd_kw):
     """
     _check_steps(steps, low=WINDOW)
     init = InitExponents(gamma_A, gamma_B) if init is None else _as_init(init)
-    rows = _trajectory(init, c_A, c_B, _optimiser(optimizer, sgd_kw), steps)
+    rows = _trajectory(init, c_A, c_B, _optimiser(optimizer, sgd_kw)[0], steps)
     stable = _frontier(p for row in rows for p in _pieces(row["z_b"]))
     choices = {tuple(_frontier(_pieces(r[k]))) for r in rows[WINDOW:] for k in ("delta1", "delta2")}
     clauses = {frozenset(pick) for pick in itertools.product(*choices)}
@@ -198,26 +197,29 @@ def efficient_region(init=None, optimizer="adam", steps=4, **sgd_kw):
 def derivation(init, lr_exponent=None, optimizer="adam", steps=4, fmt="markdown", **sgd_kw) -> str:
     """Step-by-step derivation for one init as a markdown table (``fmt="latex"``: LaTeX tabular).
 
-    The header gives c* (used when ``lr_exponent`` is None); the footer gives the :func:`regime` verdict.
+    The header gives c* (used when ``lr_exponent`` is None); the footer gives the :func:`regime` verdict;
+    in LaTeX both are ``%`` comments. Arguments as in :func:`exponents`.
 
     >>> print(derivation("B", steps=3).splitlines()[2])
     Maximal stable shared exponent c* = -1 (optimiser adam); here c_A = -1, c_B = -1.
     """
     if fmt not in ("markdown", "latex"):
         raise ValueError(f"fmt must be one of ['latex', 'markdown'], got {fmt!r}")
-    spec, opt, tex = _as_init(init), _optimiser(optimizer, sgd_kw), fmt == "latex"
+    spec, tex = _as_init(init), fmt == "latex"
+    updates, rules = _optimiser(optimizer, sgd_kw)
     cstar = max_stable_lr_exponent(spec, optimizer, steps, **sgd_kw)
     if lr_exponent is None and not cstar.is_finite:
         raise ValueError(f"init {init!r} has no finite maximal exponent (c* = {cstar}); pass lr_exponent")
     ca, cb = _lr_pair(cstar if lr_exponent is None else lr_exponent)
-    rows = _trajectory(spec, ca, cb, opt, steps)
-    show = (lambda v: f"${sympy.latex(v)}$") if tex else (lambda v: "-∞" if v == -oo else str(v))
+    rows = _trajectory(spec, ca, cb, updates, steps)
     name = INITS[init].description if isinstance(init, str) else f"γ[A_0] = {spec.a}, γ[B_0] = {spec.b}"
-    head = [f"{name}; x_0 = γ[A_0 Z] = γ[A_0] + 1/2 = {show(rows[0]['z_a'])}, y_0 = γ[B_0] = {show(spec.b)}.",
-            f"Maximal stable shared exponent c* = {show(cstar)} (optimiser {optimizer}); "
-            f"here c_A = {show(ca)}, c_B = {show(cb)}.", opt.rules,
+    head = [f"{name}; x_0 = γ[A_0 Z] = γ[A_0] + 1/2 = {_plain(rows[0]['z_a'])}, "
+            f"y_0 = γ[B_0] = {_plain(spec.b)}.",
+            f"Maximal stable shared exponent c* = {_plain(cstar)} (optimiser {optimizer}); "
+            f"here c_A = {_plain(ca)}, c_B = {_plain(cb)}.", rules,
             "δ¹ = y_{t−1} + γ[ΔZ_A^t], δ² = γ[ΔB_t] + x_{t−1}, δ³ = γ[ΔB_t] + γ[ΔZ_A^t], "
             "z_t = max(z_{t−1}, δ¹, δ², δ³)."]
+    show = (lambda v: f"${sympy.latex(v)}$") if tex else _plain  # table cells
     cols = _TEX if tex else _MD
     body = [[str(r["step"])] + ["" if r["step"] == 0 and k[0] == "d" else show(r[k]) for k in _KEYS[1:]]
             for r in rows]
@@ -228,32 +230,25 @@ def derivation(init, lr_exponent=None, optimizer="adam", steps=4, fmt="markdown"
     foot = ("Verdict (t ≥ 3): needs steps >= 3." if v is None else
             f"Verdict (t ≥ 3): {v.regime}; internally {'un' if v.internally_unstable else ''}stable; "
             f"B {'' if v.b_under_trained else 'not '}under-trained.")
-    return "\n".join(["### Derivation", *head, "", *table, "", foot])
+    note = "% " if tex else ""  # in LaTeX the text lines are comments around the tabular
+    return "\n".join([note + "### Derivation", *(note + h for h in head), "", *table, "", note + foot])
 
 
 # ----------------------------------------------------------------------------------------- private
 
 _KEYS = ["step", "z_a", "b", "b_move", "z_b", "delta1", "delta2", "delta3"]  # columns of the derivation table
 _MD = ["t", "γ[Z_A]", "γ[B]", "γ[B−B_0]", "γ[Z_B]", "γ[δ¹]", "γ[δ²]", "γ[δ³]"]
-_TEX = ["$t$"] + [rf"$\gamma[{v}]$" for v in ("Z_A", "B", "B-B_0", "Z_B", r"\delta^1", r"\delta^2", r"\delta^3")]
+_TEX = ["$t$"] + [rf"$\gamma[{v}]$" for v in ("Z_A", "B", "B-B_0", "Z_B", *(rf"\delta^{i}" for i in "123"))]
 
 
-@dataclass(frozen=True, slots=True)
-class _Optimiser:
-    updates: Callable  # (x, y, u, init, c_A, c_B, opt) -> (γ[ΔZ_A^t], γ[ΔB_t])
-    rules: str
-    g: sympy.Expr = sympy.Integer(0)
-    alignment: str = "mixed"
-
-
-def _sign_updates(x, y, u, init, ca, cb, opt):
+def _sign_updates(x, y, u, init, ca, cb):
     # g_A Z = sign(S) sign(Z)ᵀZ: coherent over n; g_B has ±1 entries. sign(0) = 0 for a zero partner.
     return (-oo if y == -oo else contract(ca, "n")), (-oo if x == -oo else cb)
 
 
-def _sgd_updates(x, y, u, init, ca, cb, opt):
-    s = ALIGNMENTS[opt.alignment](y, u, init.b, opt.g)  # γ[B_{t−1}ᵀ dZ̄], an r-vector
-    return contract(gamma_product(ca, s), "n"), gamma_product(cb, opt.g, x)  # ΔA Z ∝ s ZᵀZ; ΔB = η dZ̄ Z_Aᵀ
+def _sgd_updates(x, y, u, init, ca, cb, g, alignment):
+    s = ALIGNMENTS[alignment](y, u, init.b, g)  # γ[B_{t−1}ᵀ dZ̄], an r-vector
+    return contract(gamma_product(ca, s), "n"), gamma_product(cb, g, x)  # ΔA Z ∝ s ZᵀZ; ΔB = η dZ̄ Z_Aᵀ
 
 
 ALIGNMENTS = {
@@ -265,30 +260,31 @@ ALIGNMENTS = {
 OPTIMISERS = {"adam": _sign_updates, "signsgd": _sign_updates, "sgd": _sgd_updates}
 
 
-def _optimiser(name, sgd_kw) -> _Optimiser:
+def _optimiser(name, sgd_kw) -> tuple[Callable, str]:
+    """(update rule (x, y, u, init, c_A, c_B) → (γ[ΔZ_A^t], γ[ΔB_t]), its description)."""
     updates = lookup(OPTIMISERS, name, "optimizer")
     if updates is _sign_updates:
         if sgd_kw:
             raise ValueError(f"{sorted(sgd_kw)} only apply to optimizer='sgd', got optimizer={name!r}")
-        return _Optimiser(updates, "Rules: γ[ΔZ_A^t] = c_A + 1 if B_{t−1} ≠ 0 else −∞; "
-                                   "γ[ΔB_t] = c_B if Z_A^{t−1} ≠ 0 else −∞.")
+        return updates, ("Rules: γ[ΔZ_A^t] = c_A + 1 if B_{t−1} ≠ 0 else −∞; "
+                         "γ[ΔB_t] = c_B if Z_A^{t−1} ≠ 0 else −∞.")
     if set(sgd_kw) - {"g", "alignment"}:
         raise ValueError(f"sgd keyword arguments must be among ['alignment', 'g'], got {sorted(sgd_kw)}")
     alignment, g = sgd_kw.get("alignment", "mixed"), _exact(sgd_kw.get("g", 0), "g")
     lookup(ALIGNMENTS, alignment, "alignment")
-    rules = (f"Rules (SGD, g = γ[dZ̄] = {g}, {alignment} Bᵀ dZ̄): γ[ΔZ_A^t] = c_A + γ[B_{{t−1}}ᵀ dZ̄] + 1; "
-             "γ[ΔB_t] = c_B + g + x_{t−1}.")
-    return _Optimiser(updates, rules, g, alignment)
+    return functools.partial(updates, g=g, alignment=alignment), (
+        f"Rules (SGD, g = γ[dZ̄] = {g}, {alignment} Bᵀ dZ̄): γ[ΔZ_A^t] = c_A + γ[B_{{t−1}}ᵀ dZ̄] + 1; "
+        "γ[ΔB_t] = c_B + g + x_{t−1}.")
 
 
-def _trajectory(init: InitExponents, ca, cb, opt: _Optimiser, steps) -> list[dict]:
+def _trajectory(init: InitExponents, ca, cb, updates: Callable, steps) -> list[dict]:
     """Fold the one-step recursion over t = 1..steps; one dict per step (t = 0 included)."""
     _check_steps(steps)
     x, y, u = contract(init.a, "n", coherent=False), init.b, -oo  # A_0 Z: CLT over n
     z = -oo if init.starts_at_pretrained else gamma_product(x, y)
     rows = [dict(step=0, z_a=x, b=y, z_b=z, delta1=-oo, delta2=-oo, delta3=-oo, b_move=u)]
     for t in range(1, steps + 1):
-        dza, db = opt.updates(x, y, u, init, ca, cb, opt)
+        dza, db = updates(x, y, u, init, ca, cb)
         d1 = contract(gamma_product(y, dza), "r")  # B_{t−1} ΔZ_A^t
         d2 = contract(gamma_product(db, x), "r")  # ΔB_t Z_A^{t−1}
         d3 = contract(gamma_product(db, dza), "r")  # ΔB_t ΔZ_A^t
@@ -321,7 +317,10 @@ def _solve_max_c(zs):
         m, k = p.diff(c), p.subs(c, 0)
         if not (m.is_number and m >= 0):
             raise ValueError(f"exponent piece {p} is not non-decreasing in c")
-        (bounds.append(-k / m) if m else free.append(k > 0))
+        if m:
+            bounds.append(-k / m)
+        else:
+            free.append(k > 0)
     return (Min(*bounds) if bounds else oo), Or(*free)
 
 
@@ -367,12 +366,13 @@ def _as_init(init) -> InitExponents:
         a, b = (_exact(d.gamma, "init", True) for d in (spec.a, spec.b))
         return InitExponents(a, b, spec.starts_at_pretrained and -oo not in (a, b))
     if isinstance(init, InitExponents):
-        return InitExponents(_exact(init.a, "init.a", True), _exact(init.b, "init.b", True),
-                             bool(init.starts_at_pretrained))
-    if isinstance(init, (tuple, list)) and len(init) == 2:
-        return InitExponents(_exact(init[0], "init[0]", True), _exact(init[1], "init[1]", True))
-    raise ValueError(f"init must be one of {sorted(INITS)}, a pair (gamma_A0, gamma_B0) or InitExponents, "
-                     f"got {init!r}")
+        a, b, pre = init.a, init.b, init.starts_at_pretrained
+    elif isinstance(init, (tuple, list)) and len(init) == 2:
+        (a, b), pre = init, False
+    else:
+        raise ValueError(f"init must be one of {sorted(INITS)}, a pair (gamma_A0, gamma_B0) or "
+                         f"InitExponents, got {init!r}")
+    return InitExponents(_exact(a, "init gamma_A0", True), _exact(b, "init gamma_B0", True), bool(pre))
 
 
 def _lr_pair(lr_exponent):
@@ -395,6 +395,10 @@ def _exact(value, name, zero_ok=False):
         raise ValueError(f"{name} must be a finite exponent{' or -oo (exact zero)' if zero_ok else ''}, "
                          f"got {value!r}")
     return v
+
+
+def _plain(v) -> str:
+    return "-∞" if v == -oo else str(v)
 
 
 def _check_steps(steps, low=1):

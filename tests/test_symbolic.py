@@ -134,7 +134,8 @@ def test_derivation_text():
     assert "efficient_feature_learning; internally unstable" in text
     assert "feature_learning; internally stable; B under-trained" in derivation("B")
     tex = derivation("B", lr_exponent=(-1, 0), fmt="latex")
-    assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex and "c_B = $0$" in tex
+    assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex and "$-\\infty$" in tex
+    assert "% Maximal stable shared exponent c* = -1 (optimiser adam); here c_A = -1, c_B = 0." in tex
     assert "needs steps >= 3" in derivation("A", steps=2)
 
 
@@ -211,8 +212,8 @@ def test_efficient_region_matches_regime(a, b, ca, cb, on_line, opt):
     (lambda: exponents("A", math.inf), "lr_exponent must be a finite exponent"),
     (lambda: exponents("A", -oo), "lr_exponent must be a finite exponent"),
     (lambda: exponents("A", (-1, 0, 1)), "lr_exponent must be c or a pair"),
-    (lambda: exponents((math.nan, 0), -1), r"init\[0\] must be a finite exponent or -oo"),
-    (lambda: exponents((0, oo), -1), r"init\[1\] must be a finite exponent or -oo"),
+    (lambda: exponents((math.nan, 0), -1), "init gamma_A0 must be a finite exponent or -oo"),
+    (lambda: exponents((0, oo), -1), "init gamma_B0 must be a finite exponent or -oo"),
     (lambda: exponents("A", -1, g=0), "only apply to optimizer='sgd'"),
     (lambda: exponents("A", -1, "sgd", alignment="sideways"), "alignment must be one of"),
     (lambda: exponents("A", -1, "sgd", beta=1), "sgd keyword arguments must be among"),
