@@ -41,7 +41,7 @@ c, c_A, c_B = sympy.symbols("c c_A c_B", real=True)
 gamma_A, gamma_B = sympy.symbols("gamma_A gamma_B", extended_real=True)  # γ[A_0], γ[B_0]; −oo = zero
 WINDOW = 3  # first step at which efficiency / feature learning is checked
 REGIMES = ("unstable", "stable_no_feature_learning", "feature_learning", "efficient_feature_learning")
-COLUMNS = ["step", "z_a", "b", "z_b", "delta1", "delta2", "delta3"]
+COLUMNS = ["step", "z_a", "b", "b_shift", "z_b", "delta1", "delta2", "delta3"]
 
 
 def gamma_product(*gammas):
@@ -104,7 +104,8 @@ def exponents(init, lr_exponent, optimizer="adam", steps=4, **sgd_kw) -> pd.Data
             the learned part B_t − B_0, built from updates ∝ dZ̄, +1).
 
     Returns:
-        DataFrame with columns ``step, z_a, b, z_b, delta1, delta2, delta3``, rows t = 0..T (δ = −oo at 0).
+        DataFrame with columns ``step, z_a, b, b_shift, z_b, delta1, delta2, delta3`` (``b_shift`` =
+        γ[B_t − B_0]), rows t = 0..T (δ = −oo at 0).
 
     >>> exponents("B", -1, steps=2)[["z_a", "b", "z_b", "delta1", "delta2"]].values.tolist()
     [[-oo, 0, -oo, -oo, -oo], [0, 0, 0, 0, -oo], [0, 0, 0, 0, -1]]
@@ -164,7 +165,7 @@ def regime(init, lr_exponent, optimizer="adam", steps=4, **sgd_kw) -> Regime:
     efficient = fl and all(r["delta1"] == 0 and r["delta2"] == 0 for r in window)
     verdict = ("unstable" if any(r["z_b"] > 0 for r in rows) else REGIMES[1 + fl + efficient])
     b0 = rows[0]["b"]
-    return Regime(verdict, any(bool(r["z_a"] > 0) for r in rows), bool(b0 != -oo and rows[-1]["b_move"] < b0))
+    return Regime(verdict, any(bool(r["z_a"] > 0) for r in rows), bool(b0 != -oo and rows[-1]["b_shift"] < b0))
 
 
 def efficient_region(init=None, optimizer="adam", steps=4, **sgd_kw):
@@ -236,7 +237,7 @@ def derivation(init, lr_exponent=None, optimizer="adam", steps=4, fmt="markdown"
 
 # ----------------------------------------------------------------------------------------- private
 
-_KEYS = ["step", "z_a", "b", "b_move", "z_b", "delta1", "delta2", "delta3"]  # columns of the derivation table
+_KEYS = ["step", "z_a", "b", "b_shift", "z_b", "delta1", "delta2", "delta3"]  # columns of the derivation table
 _MD = ["t", "γ[Z_A]", "γ[B]", "γ[B−B_0]", "γ[Z_B]", "γ[δ¹]", "γ[δ²]", "γ[δ³]"]
 _TEX = ["$t$"] + [rf"$\gamma[{v}]$" for v in ("Z_A", "B", "B-B_0", "Z_B", *(rf"\delta^{i}" for i in "123"))]
 
@@ -282,14 +283,14 @@ def _trajectory(init: InitExponents, ca, cb, updates: Callable, steps) -> list[d
     _check_steps(steps)
     x, y, u = contract(init.a, "n", coherent=False), init.b, -oo  # A_0 Z: CLT over n
     z = -oo if init.starts_at_pretrained else gamma_product(x, y)
-    rows = [dict(step=0, z_a=x, b=y, z_b=z, delta1=-oo, delta2=-oo, delta3=-oo, b_move=u)]
+    rows = [dict(step=0, z_a=x, b=y, z_b=z, delta1=-oo, delta2=-oo, delta3=-oo, b_shift=u)]
     for t in range(1, steps + 1):
         dza, db = updates(x, y, u, init, ca, cb)
         d1 = contract(gamma_product(y, dza), "r")  # B_{t−1} ΔZ_A^t
         d2 = contract(gamma_product(db, x), "r")  # ΔB_t Z_A^{t−1}
         d3 = contract(gamma_product(db, dza), "r")  # ΔB_t ΔZ_A^t
         x, y, u, z = gamma_sum(x, dza), gamma_sum(y, db), gamma_sum(u, db), gamma_sum(z, d1, d2, d3)
-        rows.append(dict(step=t, z_a=x, b=y, z_b=z, delta1=d1, delta2=d2, delta3=d3, b_move=u))
+        rows.append(dict(step=t, z_a=x, b=y, z_b=z, delta1=d1, delta2=d2, delta3=d3, b_shift=u))
     return rows
 
 
