@@ -2,7 +2,7 @@
 PY ?= python
 .PHONY: install test test-all reproduce figures figures-quick lint
 install:
-	$(PY) -m pip install torch==2.13.0 && $(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install torch==2.13.0 && $(PY) -m pip install -e ".[dev,dask]"
 test: install
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m "not slow" lora_theory tests
 test-all: install

@@ -8,7 +8,8 @@ from .inits import INITS, InitSpec, sample_init
 from .models import SETTINGS
 from .optim import OPTIMIZERS
 from .simulate import COLUMNS, simulate
+from .sweep import Unit, run_unit
 
 __all__ = ["COLUMNS", "INITS", "InitSpec", "ModelConfig", "OPTIMIZERS", "SETTINGS", "TrainConfig",
-           "sample_init", "simulate"]
+           "Unit", "run_unit", "sample_init", "simulate"]
 __version__ = "0.1.0"

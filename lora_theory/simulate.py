@@ -1,8 +1,9 @@
 """``simulate()``: the product widths × ranks × inits × optimisers × learning rates × seeds, as one tidy table.
 
-For each (rank, width) the frozen model is built once for all seeds; for each (init, optimiser) all
-seeds × learning rates then train as one batched computation (``engine.train``), split into chunks
-of the learning-rate axis only when a memory budget demands it.
+For each (width, rank, init, optimiser) all seeds × learning rates train as one batched computation
+(a ``sweep.Unit``), split into chunks of the learning-rate (then seed) axis only when a memory budget
+demands it. The frozen model of a width is built once for all its seeds. Units can be cached on disk
+(resumable sweeps) and run on any ``concurrent.futures.Executor`` (``sweep.execute``).
 
 Learning rates are absolute (``lr_exponent=None``) or width-scaled, η = C · n^c with C in ``lrs``
 and c in ``lr_exponent`` (both may be lists; their product is swept). η is the learning rate of A;
@@ -13,29 +14,27 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import fields, replace
-from typing import Iterable
+from concurrent.futures import Executor
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
 from .config import ModelConfig, TrainConfig
-from .engine import STATS, Trace, train
-from .inits import get_init, sample_init
-from .models import get_setting, init_generator
-from .optim import lr_b_factor, make_rule
+from .inits import get_init
+from .models import get_setting
+from .optim import make_rule
+from .sweep import COLUMNS, Unit, execute
 
-COLUMNS = ("setting", "init", "optimizer", "width", "rank", "lr", "lr_b", "lr_const", "lr_exponent",
-           "seed", "step") + STATS + ("diverged",)
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+__all__ = ["COLUMNS", "plan", "simulate"]
 
 
 def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0), inits=("A", "B"),
              seeds=(0, 1), optimizers="adam", ranks=4, setting: str | None = None,
              steps: int | None = None, model: ModelConfig | None = None, train_cfg: TrainConfig | None = None,
-             progress: bool | None = None, max_batch_bytes: int = 2 ** 31) -> pd.DataFrame:
+             progress: bool | None = None, max_batch_bytes: int = 2 ** 31, cache_dir: str | Path | None = None,
+             executor: Executor | None = None, threads: int | None = None) -> pd.DataFrame:
     """Train every configuration of the grid and return one row per configuration and recorded step.
 
     Every sweepable argument (``widths, lrs, lr_exponent, inits, seeds, optimizers, ranks``) takes a
@@ -56,6 +55,11 @@ def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0),
         train_cfg: ``TrainConfig`` (default ``TrainConfig()``).
         progress: show a progress bar (None: only on a terminal).
         max_batch_bytes: memory budget of one batched computation; larger grids are chunked.
+        cache_dir: directory where finished units are stored; a rerun (e.g. after a kill) loads them
+            and computes only the rest.
+        executor: a ``concurrent.futures.Executor`` (process pool, Dask ``client.get_executor()``)
+            to run units on; None runs them here, one after another.
+        threads: torch threads inside each unit (set it to 1 with a process pool).
 
     Returns:
         A ``pandas.DataFrame`` with the columns ``COLUMNS``; ``lr`` is η_A, ``lr_b`` is η_B, and
@@ -73,79 +77,31 @@ def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0),
     if steps is not None:
         train_cfg = replace(train_cfg, steps=steps)
     grid = _validated_grid(widths, lrs, lr_exponent, inits, seeds, optimizers, ranks)
-    setting_obj = get_setting(model.setting)
-    dtype = _DTYPES[train_cfg.dtype]
-    units = list(itertools.product(grid["widths"], grid["ranks"], grid["inits"], grid["optimizers"]))
-    frames = []
-    built = {}
-    for n, r, init, opt in tqdm(units, disable=_no_bar(progress, units), desc="simulate", unit="batch"):
-        if n not in built:  # frozen model: once per width for all seeds (independent of rank and init)
-            built = {n: setting_obj.build(n, grid["seeds"], model, dtype)}
-        fz = _to_device(built[n], train_cfg.device)
-        for chunk in _lr_chunks(grid, n, r, model, train_cfg, max_batch_bytes):
-            frames.append(_run_batch(setting_obj, fz, model, train_cfg, grid["seeds"], n, r, init, opt, chunk))
-    return pd.concat(frames, ignore_index=True)
+    get_setting(model.setting)
+    units = plan(grid, model, train_cfg, max_batch_bytes, threads)
+    return execute(units, cache_dir=cache_dir, executor=executor, progress=progress)
 
 
-def run_one(setting_obj, fz, model: ModelConfig, cfg: TrainConfig, seeds: list[int], n: int, r: int,
-            init: str, opt: str, lr_pairs: list[tuple[float, float | None]]) -> Trace:
-    """Train one batch: all ``seeds`` × ``lr_pairs`` ((C, c) pairs) of one (width, rank, init, optimiser)."""
-    dtype, dev = _DTYPES[cfg.dtype], cfg.device
-    s = model.multiplier(r)
-    A0, B0 = zip(*(sample_init(init, n, r, init_generator(seed, n, r), dtype) for seed in seeds))
-    A0, B0 = torch.stack(A0).to(dev), torch.stack(B0).to(dev)  # (S, r, n), (S, n, r)
-    if get_init(init).subtract:  # W* ← W* − s·B0A0: the adapted layer starts at the pretrained one
-        fz = replace(fz, base=fz.base - s * (fz.Z @ A0.transpose(-1, -2)) @ B0.transpose(-1, -2))
-        if fz.has_test:
-            fz = replace(fz, base_test=fz.base_test - s * (fz.Z_test @ A0.transpose(-1, -2)) @ B0.transpose(-1, -2))
-    lr = torch.tensor([_abs_lr(C, c, n) for C, c in lr_pairs], dtype=dtype, device=dev)
-    lr_a = lr.expand(len(seeds), -1)  # (S, L)
-    rule = make_rule(opt, cfg, n)
-    return train(setting_obj, fz, A0, B0, lr_a, lr_a * lr_b_factor(cfg, n), rule, make_rule(opt, cfg, n), s, cfg)
+def plan(grid: dict[str, list], model: ModelConfig, cfg: TrainConfig, budget: int = 2 ** 31,
+         threads: int | None = None) -> list[Unit]:
+    """The units of a validated grid, chunked so that one unit's big tensors fit in ``budget`` bytes.
 
-
-def _run_batch(setting_obj, fz, model, cfg, seeds, n, r, init, opt, lr_pairs) -> pd.DataFrame:
-    trace = run_one(setting_obj, fz, model, cfg, seeds, n, r, init, opt, lr_pairs)
-    T, S, L = trace.diverged.shape
-    # rows ordered learning rate, seed, step: chunking the learning-rate axis keeps the order
-    idx_l, idx_s, idx_t = (a.ravel() for a in np.meshgrid(np.arange(L), np.arange(S), np.arange(T), indexing="ij"))
-    consts = np.array([C for C, _ in lr_pairs], dtype=float)
-    exps = np.array([np.nan if c is None else c for _, c in lr_pairs], dtype=float)
-    lrs = np.array([_abs_lr(C, c, n) for C, c in lr_pairs])
-    cols = {"setting": model.setting, "init": init, "optimizer": opt, "width": n, "rank": r,
-            "lr": lrs[idx_l], "lr_b": lrs[idx_l] * lr_b_factor(cfg, n), "lr_const": consts[idx_l],
-            "lr_exponent": exps[idx_l], "seed": np.asarray(seeds)[idx_s], "step": trace.steps[idx_t]}
-    cols.update({k: v[idx_t, idx_s, idx_l] for k, v in trace.values.items()})
-    cols["diverged"] = trace.diverged[idx_t, idx_s, idx_l]
-    return pd.DataFrame(cols, columns=list(COLUMNS))
-
-
-def _abs_lr(C: float, c: float | None, n: int) -> float:
-    return C if c is None else C * n ** c
-
-
-def _lr_chunks(grid, n, r, model, cfg, budget) -> Iterable[list]:
-    """Split the learning-rate axis so that one batch's big tensors fit in ``budget`` bytes."""
+    A configuration holds about six (N, n) tensors (N training plus test samples); a unit of
+    S seeds × L learning rates holds S·L of them. The learning-rate axis is split first, then seeds.
+    """
     pairs = list(itertools.product(grid["lrs"], grid["lr_exponent"]))
-    N = model.n_train + (model.n_test if model.setting == "toy" else 0)
-    per_config = 6 * N * n * len(grid["seeds"]) * (8 if cfg.dtype == "float64" else 4)  # ~6 live (N, n) tensors
-    size = max(1, min(len(pairs), budget // max(per_config, 1)))
-    return [pairs[i:i + size] for i in range(0, len(pairs), size)]
-
-
-def _to_device(fz, device: str):
-    if device == "cpu":
-        return fz
-    return type(fz)(*(None if x is None else x.to(device) for x in astuple_shallow(fz)))
-
-
-def astuple_shallow(obj) -> tuple:
-    """The field values of a dataclass, not copied (unlike ``dataclasses.astuple``)."""
-    return tuple(getattr(obj, f.name) for f in fields(obj))
-
-
-def _no_bar(progress: bool | None, units: list) -> bool | None:
-    return None if progress is None else not progress
+    units = []
+    for n, r, init, opt in itertools.product(grid["widths"], grid["ranks"], grid["inits"], grid["optimizers"]):
+        N = model.n_train + (model.n_test if model.setting == "toy" else 0)
+        per_config = 6 * N * n * (8 if cfg.dtype == "float64" else 4)
+        seeds = grid["seeds"]
+        n_lr = max(1, min(len(pairs), budget // (per_config * len(seeds))))
+        n_seed = len(seeds) if n_lr > 1 else max(1, min(len(seeds), budget // per_config))
+        for j in range(0, len(pairs), n_lr):  # seeds are split only when n_lr == 1: row order is kept
+            for i in range(0, len(seeds), n_seed):
+                units.append(Unit(model, cfg, n, r, init, opt, tuple(seeds[i:i + n_seed]),
+                                  tuple(pairs[j:j + n_lr]), threads))
+    return units
 
 
 def _as_list(value, name: str) -> list:

@@ -10,7 +10,7 @@ from lora_theory.engine import backward, forward
 from lora_theory.inits import sample_init
 from lora_theory.models import SETTINGS, init_generator
 from lora_theory.reference import reference_run, seed_slice
-from lora_theory.simulate import run_one
+from lora_theory.sweep import Unit, run_unit
 
 SEEDS, N, R = [0, 3], 48, 4
 
@@ -37,17 +37,18 @@ def test_hand_gradients_equal_autograd(setting, gen):
 def test_batched_equals_reference_loop(setting, opt, init):
     """All seeds × learning rates in one batch == each configuration alone with nn.Module + torch.optim."""
     model, cfg = _model(setting), TrainConfig(steps=5, lr_ratio=2.0)
+    pairs = ((0.05, None), (0.01, None), (0.002, None))
+    df = run_unit(Unit(model, cfg, N, R, init, opt, tuple(SEEDS), pairs))
     fz = SETTINGS[setting].build(N, SEEDS, model, torch.float64)
-    pairs = [(0.05, None), (0.01, None), (0.002, None)]
-    trace = run_one(SETTINGS[setting], fz, model, cfg, SEEDS, N, R, init, opt, pairs)
     for i, seed in enumerate(SEEDS):
         A0, B0 = sample_init(init, N, R, init_generator(seed, N, R))
-        for j, (lr, _) in enumerate(pairs):
+        for lr, _ in pairs:
+            run = df[(df.seed == seed) & (df.lr == lr)].sort_values("step")
             ref = reference_run(setting, seed_slice(fz, i), A0, B0, 1.0, opt, lr, 2.0 * lr, cfg.steps)
-            ok = ~trace.diverged[:, i, j]  # a diverged run stops (NaN); the reference runs on to inf
+            ok = ~run.diverged.to_numpy()  # a diverged run stops (NaN); the reference runs on to inf
             assert ok[0]
             for key, values in ref.items():
-                np.testing.assert_allclose(trace.values[key][ok, i, j], values[ok], rtol=1e-11, atol=1e-13)
+                np.testing.assert_allclose(run[key].to_numpy()[ok], values[ok], rtol=1e-11, atol=1e-13)
             if not ok.all():
                 assert not np.isfinite(ref["loss"][-1]) or ref["loss"][-1] > cfg.diverge_threshold
 
