@@ -5,10 +5,11 @@ model each) × L learning rates. Every matmul is batched; no Python loop runs ov
 
 Forward at step t (weights after t updates), for inputs Z (S, N, n):
     Z_A = Z Aᵀ                     (S, L, N, r)
-    lora = s · Z_A Bᵀ = Z_B        (S, L, N, n)   the LoRA feature s·BAZ
-Gradients from G = ∂loss/∂lora (given by the setting's head):
+    Z_B = s · Z_A Bᵀ               (S, L, N, n)   the LoRA feature s·BAZ (formed inside the setting)
+Gradients, with G = ∂loss/∂Z_B (never stored by the toy; see models.ToySetting.grads):
     ∂loss/∂A = s · (G B)ᵀ Z        (S, L, r, n)
     ∂loss/∂B = s · Gᵀ Z_A          (S, L, n, r)
+RMS(Z_B) is read off the r×r Gram matrix BᵀB each step (``z_b_rms``), for the divergence check.
 Feature-update decomposition at step t (PAPER.md §2.1), with ΔA_t, ΔB_t the last update:
     δ¹ = s·B_{t−1} ΔA_t Z,  δ² = s·ΔB_t A_{t−1} Z,  δ³ = s·ΔB_t ΔA_t Z,  ΔZ_B = δ¹ + δ² + δ³.
 
@@ -45,7 +46,7 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
     """Train every configuration of one batch and return its :class:`Trace`.
 
     Args:
-        setting: a ``models.SETTINGS`` entry (provides ``head``).
+        setting: a ``models.SETTINGS`` entry (provides ``loss`` and ``grads``).
         fz: frozen tensors for S seeds (``fz.base`` already includes any −s·B0A0 Z subtraction).
         A0, B0: initial factors per seed, (S, r, n) and (S, n, r).
         lr_a, lr_b: learning rates of A and B, (S, L).
@@ -64,8 +65,8 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
     out = {k: [] for k in STATS}
     div = []
     for t in range(cfg.steps + 1):
-        ZA, lora, loss, G = forward(setting, fz, A, B, s, grad=t < cfg.steps)
-        zb = _rms(lora)
+        ZA, loss, ctx = forward(setting, fz, A, B, s, grad=t < cfg.steps)
+        zb = z_b_rms(ZA, B, s)
         loss0 = loss.detach().clone() if loss0 is None else loss0
         bad = alive & _diverging(loss, loss0, zb, cfg.diverge_threshold)
         if t in record:
@@ -80,7 +81,7 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
         if t == cfg.steps:
             break
         A, B = _kill(A, ~alive), _kill(B, ~alive)
-        gA, gB = backward(fz, ZA, B, torch.where(alive[:, :, None, None], G, 0.0), s)
+        gA, gB = setting.grads(fz, ctx, ZA, B, s)  # dead configurations' updates are zeroed below
         dA = _kill(rule.update(st_a, gA, lr_a, t + 1), ~alive)
         dB = _kill(rule_b.update(st_b, gB, lr_b, t + 1), ~alive)
         A, B = A + dA, B + dB
@@ -88,18 +89,18 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
 
 
 def forward(setting, fz: Frozen, A: torch.Tensor, B: torch.Tensor, s: float, grad: bool = True):
-    """Z_A (S, L, N, r), the LoRA feature s·BAZ (S, L, N, n), the loss (S, L) and G = ∂loss/∂(s·BAZ)."""
+    """Z_A = Z Aᵀ (S, L, N, r), the loss (S, L) and the setting's context for its ``grads``."""
     ZA = _za(fz.Z, A)  # (S, L, N, r)
-    lora = s * ZA @ B.transpose(-1, -2)  # (S, L, N, n)
-    loss, G = setting.head(fz, lora, grad=grad)
-    return ZA, lora, loss, G
+    loss, ctx = setting.loss(fz, ZA, B, s, grad=grad)
+    return ZA, loss, ctx
 
 
-def backward(fz: Frozen, ZA: torch.Tensor, B: torch.Tensor, G: torch.Tensor, s: float):
-    """Hand-derived gradients: ∂loss/∂A = s·(G B)ᵀ Z (S, L, r, n) and ∂loss/∂B = s·Gᵀ Z_A (S, L, n, r)."""
-    gA = s * (G @ B).transpose(-1, -2) @ fz.Z[:, None]
-    gB = s * G.transpose(-1, -2) @ ZA
-    return gA, gB
+def z_b_rms(ZA: torch.Tensor, B: torch.Tensor, s: float) -> torch.Tensor:
+    """RMS of Z_B = s·Z_A Bᵀ without forming it: ‖Z_B‖² = s² Σ_k Z_A,k ᵀ (BᵀB) Z_A,k, (S, L)."""
+    N, n = ZA.shape[2], B.shape[2]
+    gram = B.transpose(-1, -2) @ B  # (S, L, r, r)
+    sq = ((ZA @ gram) * ZA).sum(dim=(2, 3))
+    return (s * s * sq.clamp(min=0) / (N * n)).sqrt()
 
 
 def _record_steps(cfg: TrainConfig) -> set[int]:
@@ -156,5 +157,4 @@ def _delta_stats(Z, ZA, B, dA, dB, s, like) -> dict[str, torch.Tensor]:
 
 
 def _test_loss(setting, fz: Frozen, A, B, s) -> torch.Tensor:
-    lora = s * _za(fz.Z_test, A) @ B.transpose(-1, -2)
-    return setting.head(fz, lora, test=True, grad=False)[0]
+    return setting.loss(fz, _za(fz.Z_test, A), B, s, test=True, grad=False)[0]

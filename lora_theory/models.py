@@ -13,8 +13,8 @@ Both settings share one LoRA layer acting on an input Z ∈ R^n (Θ(1) entries) 
 
 Everything frozen is computed once per width for S seeds at once; the n×n matrices W* and W_h
 are never stored: only their action on the data, ``Z W_hᵀ``, is drawn (``gaussian_matmul``). Shapes: S seeds, L configurations per seed, N samples.
-The head of a setting maps the LoRA output ``lora = s·BAZ`` of shape (S, L, N, n) to the per-config
-loss (S, L) and ``G = ∂loss/∂lora`` (S, L, N, n): the only setting-specific part of the gradient.
+A setting maps Z_A = Z Aᵀ (S, L, N, r) and B to the per-configuration loss (S, L) (``loss``) and
+then to the gradients of A and B (``grads``): the only setting-specific parts of the engine.
 """
 
 from __future__ import annotations
@@ -62,12 +62,17 @@ class LayerSetting:
             Zs.append(Z), ys.append(y), bases.append(gaussian_matmul(Z, n, 1 / math.sqrt(n), g))
         return Frozen(torch.stack(Zs), torch.stack(bases), torch.stack(ys))
 
-    def head(self, fz: Frozen, lora: torch.Tensor, test: bool = False, grad: bool = True):
-        """Loss (S, L) and, if ``grad``, G = ∂loss/∂lora (S, L, N, n) for ``lora`` (S, L, N, n)."""
-        err = fz.base[:, None] + lora - fz.target[:, None]  # (S, L, N, n)
+    def loss(self, fz: Frozen, ZA: torch.Tensor, B: torch.Tensor, s: float, test: bool = False,
+             grad: bool = True):
+        """Loss (S, L) from Z_A (S, L, N, r) and B (S, L, n, r); context for :meth:`grads` if ``grad``."""
+        err = torch.matmul(s * ZA, B.transpose(-1, -2)).add_((fz.base - fz.target)[:, None])  # (S, L, N, n)
         N = err.shape[2]
         loss = 0.5 * err.square().sum(dim=(2, 3)) / N
-        return loss, (err / N if grad else None)
+        return loss, (err.div_(N) if grad else None)  # G = ∂loss/∂(s·BAZ)
+
+    def grads(self, fz: Frozen, G: torch.Tensor, ZA: torch.Tensor, B: torch.Tensor, s: float):
+        """∂loss/∂A = s·(G B)ᵀ Z (S, L, r, n) and ∂loss/∂B = s·Gᵀ Z_A (S, L, n, r)."""
+        return s * _t_matmul_z(G @ B, fz.Z), s * G.transpose(-1, -2) @ ZA
 
 
 class ToySetting:
@@ -79,19 +84,31 @@ class ToySetting:
         parts = [self._build_one(n, seed, cfg, dtype) for seed in seeds]
         return Frozen(*(torch.stack(p) for p in zip(*parts)))
 
-    def head(self, fz: Frozen, lora: torch.Tensor, test: bool = False, grad: bool = True):
-        """Loss (S, L) and, if ``grad``, G = ∂loss/∂lora (S, L, N, n) for ``lora`` (S, L, N, n)."""
+    def loss(self, fz: Frozen, ZA: torch.Tensor, B: torch.Tensor, s: float, test: bool = False,
+             grad: bool = True):
+        """Loss (S, L) from Z_A (S, L, N, r) and B (S, L, n, r); context for :meth:`grads` if ``grad``.
+
+        Three passes over an (S, L, N, n) buffer: Y_h = base + s·Z_A Bᵀ, ReLU in place, readout.
+        The backward pass needs only the ReLU mask M (as 0/1 floats, made in place) and
+        e = (f − y)/N, since G = ∂loss/∂Y_h = e wᵀ ⊙ M is never formed (see :meth:`grads`).
+        """
         base, y = (fz.base_test, fz.target_test) if test else (fz.base, fz.target)
-        Yh = base[:, None] + lora  # (S, L, N, n)
-        w = fz.w_out[:, None, :, None]  # (S, 1, n, 1)
-        f = (torch.relu(Yh) @ w).squeeze(-1)  # (S, L, N)
+        H = torch.matmul(s * ZA, B.transpose(-1, -2)).add_(base[:, None]).clamp_(min=0)  # φ(Y_h), (S, L, N, n)
+        f = (H @ fz.w_out[:, None, :, None]).squeeze(-1)  # (S, L, N)
         err = f - y[:, None]
-        N = err.shape[2]
         loss = 0.5 * err.square().mean(dim=2)
         if not grad:
             return loss, None
-        G = (err / N)[..., None] * fz.w_out[:, None, None, :] * (Yh > 0)  # (S, L, N, n)
-        return loss, G
+        return loss, (H.sign_(), err / err.shape[2])  # M = 1[Y_h > 0], e
+
+    def grads(self, fz: Frozen, ctx, ZA: torch.Tensor, B: torch.Tensor, s: float):
+        """With G = e wᵀ ⊙ M: G B = e ⊙ (M (w ⊙ B)) and Gᵀ Z_A = w ⊙ (Mᵀ (e ⊙ Z_A)); two rank-r matmuls on M."""
+        M, e = ctx
+        w = fz.w_out[:, None, :, None]  # (S, 1, n, 1)
+        GB = (M @ (w * B)) * e[..., None]  # (S, L, N, r)
+        gB = (M.transpose(-1, -2) @ (e[..., None] * ZA)) * w  # (S, L, n, r)
+        return s * _t_matmul_z(GB, fz.Z), s * gB
+
 
     def _build_one(self, n: int, seed: int, cfg: ModelConfig, dtype: torch.dtype):
         X, y = teacher_data(seed, cfg, dtype)  # (N + N_test, d), (N + N_test,)
@@ -152,6 +169,13 @@ def gaussian_matmul(X: torch.Tensor, n_out: int, std: float, g: torch.Generator)
     U = U * torch.sign(U[U.abs().argmax(dim=0), torch.arange(N)] + 0.5 * torch.finfo(X.dtype).tiny)
     xi = torch.randn((N, n_out), generator=g, dtype=X.dtype)
     return (U * (std * lam.clamp(min=0).sqrt())) @ xi
+
+
+def _t_matmul_z(X: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """Xᵀ Z for X (S, L, N, r) and Z (S, N, n), as one matmul per seed: (S, L, r, n)."""
+    S, L, N, r = X.shape
+    out = X.permute(0, 1, 3, 2).reshape(S, L * r, N) @ Z  # (S, L·r, n)
+    return out.reshape(S, L, r, -1)
 
 
 def generator(seed: int, tag: int, n: int, r: int = 0) -> torch.Generator:

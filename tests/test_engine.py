@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lora_theory import ModelConfig, TrainConfig, simulate
-from lora_theory.engine import backward, forward
+from lora_theory.engine import forward, z_b_rms
 from lora_theory.inits import sample_init
 from lora_theory.models import SETTINGS, init_generator
 from lora_theory.reference import reference_run, seed_slice
@@ -24,9 +24,12 @@ def test_hand_gradients_equal_autograd(setting, gen):
     fz = SETTINGS[setting].build(N, SEEDS, _model(setting), torch.float64)
     A = (torch.randn((2, 3, R, N), generator=gen, dtype=torch.float64) / N ** 0.5).requires_grad_()
     B = torch.randn((2, 3, N, R), generator=gen, dtype=torch.float64).requires_grad_()
-    ZA, lora, loss, G = forward(SETTINGS[setting], fz, A, B, s=1.7)
-    gA, gB = backward(fz, ZA.detach(), B.detach(), G, s=1.7)
+    _, loss, _ = forward(SETTINGS[setting], fz, A, B, s=1.7, grad=False)
     autograd_A, autograd_B = torch.autograd.grad(loss.sum(), (A, B))
+    A, B = A.detach(), B.detach()
+    ZA, loss_again, ctx = forward(SETTINGS[setting], fz, A, B, s=1.7)
+    gA, gB = SETTINGS[setting].grads(fz, ctx, ZA, B, s=1.7)
+    torch.testing.assert_close(loss_again, loss.detach(), rtol=1e-13, atol=0)
     torch.testing.assert_close(gA, autograd_A, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(gB, autograd_B, rtol=1e-12, atol=1e-14)
 
@@ -51,6 +54,13 @@ def test_batched_equals_reference_loop(setting, opt, init):
                 np.testing.assert_allclose(run[key].to_numpy()[ok], values[ok], rtol=1e-11, atol=1e-13)
             if not ok.all():
                 assert not np.isfinite(ref["loss"][-1]) or ref["loss"][-1] > cfg.diverge_threshold
+
+
+def test_z_b_rms_from_the_gram_matrix(gen):
+    ZA = torch.randn((2, 3, 5, R), generator=gen, dtype=torch.float64)
+    B = torch.randn((2, 3, N, R), generator=gen, dtype=torch.float64)
+    direct = (1.7 * ZA @ B.transpose(-1, -2)).square().mean(dim=(2, 3)).sqrt()
+    torch.testing.assert_close(z_b_rms(ZA, B, 1.7), direct, rtol=1e-12, atol=0)
 
 
 def test_same_seed_same_numbers_and_seeds_differ():
