@@ -1,4 +1,4 @@
-"""Command line: ``lora-theory {simulate, derive}``.
+"""Command line: ``lora-theory {simulate, derive, bench}``.
 
 Options of the config dataclasses are generated from their fields and ``metadata["help"]``; the
 sweepable arguments of :func:`lora_theory.simulate` take one or more values. This module holds
@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, default=Path("simulate.csv"), help="output .csv or .parquet file")
     sim.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sim.set_defaults(run=_run_simulate)
+    ben = sub.add_parser("bench", help="time the batched engine against a per-configuration torch loop")
+    ben.add_argument("--quick", action="store_true", help="small cases (seconds)")
+    ben.add_argument("--json", action="store_true", help="print one JSON object")
+    ben.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ben.set_defaults(run=_bench_main)
     der = sub.add_parser("derive", help="print the γ-exponent derivation of each initialisation")
     der.add_argument("--inits", nargs="+", default=["A", "B"], help="initialisations to derive")
     der.add_argument("--lr-exponent", type=float, nargs="+", default=None,
@@ -94,6 +99,13 @@ def _run_derive(args: argparse.Namespace) -> int:
         print(derivation(init, c, optimizer=args.optimizer, steps=args.steps,
                          fmt="latex" if args.latex else "markdown"))
         print()
+    return 0
+
+
+def _bench_main(args: argparse.Namespace) -> int:
+    from .bench import main as bench
+
+    bench(quick=args.quick, as_json=args.json, threads=args.threads)
     return 0
 
 

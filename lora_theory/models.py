@@ -63,16 +63,19 @@ class LayerSetting:
         return Frozen(torch.stack(Zs), torch.stack(bases), torch.stack(ys))
 
     def loss(self, fz: Frozen, ZA: torch.Tensor, B: torch.Tensor, s: float, test: bool = False,
-             grad: bool = True):
-        """Loss (S, L) from Z_A (S, L, N, r) and B (S, L, n, r); context for :meth:`grads` if ``grad``."""
-        err = torch.matmul(s * ZA, B.transpose(-1, -2)).add_((fz.base - fz.target)[:, None])  # (S, L, N, n)
+             grad: bool = True, out: torch.Tensor | None = None):
+        """Loss (S, L) from Z_A (S, L, N, r) and B (S, L, n, r); context for :meth:`grads` if ``grad``.
+
+        ``out`` is an optional (S, L, N, n) work buffer, reused across steps by the engine.
+        """
+        err = _lora(ZA, B, s, out).add_((fz.base - fz.target)[:, None])  # (S, L, N, n)
         N = err.shape[2]
         loss = 0.5 * err.square().sum(dim=(2, 3)) / N
         return loss, (err.div_(N) if grad else None)  # G = ∂loss/∂(s·BAZ)
 
     def grads(self, fz: Frozen, G: torch.Tensor, ZA: torch.Tensor, B: torch.Tensor, s: float):
         """∂loss/∂A = s·(G B)ᵀ Z (S, L, r, n) and ∂loss/∂B = s·Gᵀ Z_A (S, L, n, r)."""
-        return s * _t_matmul_z(G @ B, fz.Z), s * G.transpose(-1, -2) @ ZA
+        return s * _t_matmul_z(G @ B, fz.Z), s * (ZA.transpose(-1, -2) @ G).transpose(-1, -2)
 
 
 class ToySetting:
@@ -85,16 +88,17 @@ class ToySetting:
         return Frozen(*(torch.stack(p) for p in zip(*parts)))
 
     def loss(self, fz: Frozen, ZA: torch.Tensor, B: torch.Tensor, s: float, test: bool = False,
-             grad: bool = True):
+             grad: bool = True, out: torch.Tensor | None = None):
         """Loss (S, L) from Z_A (S, L, N, r) and B (S, L, n, r); context for :meth:`grads` if ``grad``.
 
-        Three passes over an (S, L, N, n) buffer: Y_h = base + s·Z_A Bᵀ, ReLU in place, readout.
+        ``out`` is an optional (S, L, N, n) work buffer, reused across steps by the engine. Three passes over an (S, L, N, n) buffer: Y_h = base + s·Z_A Bᵀ, ReLU in place, readout.
         The backward pass needs only the ReLU mask M (as 0/1 floats, made in place) and
         e = (f − y)/N, since G = ∂loss/∂Y_h = e wᵀ ⊙ M is never formed (see :meth:`grads`).
         """
         base, y = (fz.base_test, fz.target_test) if test else (fz.base, fz.target)
-        H = torch.matmul(s * ZA, B.transpose(-1, -2)).add_(base[:, None]).clamp_(min=0)  # φ(Y_h), (S, L, N, n)
-        f = (H @ fz.w_out[:, None, :, None]).squeeze(-1)  # (S, L, N)
+        H = _lora(ZA, B, s, out).add_(base[:, None]).clamp_(min=0)  # φ(Y_h), (S, L, N, n)
+        S, L, N, n = H.shape
+        f = (H.reshape(S, L * N, n) @ fz.w_out[:, :, None]).reshape(S, L, N)  # one GEMV per seed
         err = f - y[:, None]
         loss = 0.5 * err.square().mean(dim=2)
         if not grad:
@@ -106,7 +110,7 @@ class ToySetting:
         M, e = ctx
         w = fz.w_out[:, None, :, None]  # (S, 1, n, 1)
         GB = (M @ (w * B)) * e[..., None]  # (S, L, N, r)
-        gB = (M.transpose(-1, -2) @ (e[..., None] * ZA)) * w  # (S, L, n, r)
+        gB = ((e[..., None] * ZA).transpose(-1, -2) @ M).transpose(-1, -2) * w  # (S, L, n, r)
         return s * _t_matmul_z(GB, fz.Z), s * gB
 
 
@@ -169,6 +173,13 @@ def gaussian_matmul(X: torch.Tensor, n_out: int, std: float, g: torch.Generator)
     U = U * torch.sign(U[U.abs().argmax(dim=0), torch.arange(N)] + 0.5 * torch.finfo(X.dtype).tiny)
     xi = torch.randn((N, n_out), generator=g, dtype=X.dtype)
     return (U * (std * lam.clamp(min=0).sqrt())) @ xi
+
+
+def _lora(ZA: torch.Tensor, B: torch.Tensor, s: float, out: torch.Tensor | None) -> torch.Tensor:
+    """s·Z_A Bᵀ (S, L, N, n), written into ``out`` when given (fresh large allocations page-fault)."""
+    if out is None or out.shape != ZA.shape[:3] + (B.shape[2],):
+        return torch.matmul(s * ZA, B.transpose(-1, -2))
+    return torch.matmul(s * ZA, B.transpose(-1, -2), out=out)
 
 
 def _t_matmul_z(X: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:

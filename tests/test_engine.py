@@ -108,3 +108,20 @@ def test_delta_decomposition_adds_up():
     first = df[(df.init == "A") & (df.step == 1)]
     assert (first.delta1_rms == 0).all() and (first.delta3_rms == 0).all()
     np.testing.assert_allclose(first.dz_b_rms, first.delta2_rms, rtol=1e-12)
+
+
+def test_low_rank_delta_statistics_equal_dense_computation(gen):
+    """δ¹, δ², δ³ and ΔZ_B RMS from rank-r factors equal the RMS of the dense (N, n) tensors."""
+    from lora_theory.engine import _delta_stats
+
+    Z = torch.randn((2, 5, N), generator=gen, dtype=torch.float64)
+    A, dA = (torch.randn((2, 3, R, N), generator=gen, dtype=torch.float64) for _ in range(2))
+    B, dB = (torch.randn((2, 3, N, R), generator=gen, dtype=torch.float64) for _ in range(2))
+    ZA, dZA = Z[:, None] @ A.transpose(-1, -2), Z[:, None] @ dA.transpose(-1, -2)
+    got = _delta_stats(Z, ZA, B, dA, dB, 0.5, like=None)
+    d1 = 0.5 * dZA @ (B - dB).transpose(-1, -2)
+    d2 = 0.5 * (ZA - dZA) @ dB.transpose(-1, -2)
+    d3 = 0.5 * dZA @ dB.transpose(-1, -2)
+    dense = {"delta1_rms": d1, "delta2_rms": d2, "delta3_rms": d3, "dz_b_rms": d1 + d2 + d3}
+    for key, x in dense.items():
+        torch.testing.assert_close(got[key], x.square().mean(dim=(2, 3)).sqrt(), rtol=1e-10, atol=0)

@@ -86,3 +86,19 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, capsys):
         main(["simulate", "--widths", "0", "--out", str(tmp_path / "x.csv")])
     assert exc.value.code == 2
     assert "widths must be integers >= 1" in capsys.readouterr().err
+
+
+def test_cli_bench_quick_json(capsys):
+    import json
+
+    assert main(["bench", "--quick", "--json", "--threads", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("engine_config_steps_per_s", "loop_config_steps_per_s", "speedup", "roofline_fraction"):
+        assert out[key] > 0
+    assert all(case["same_numbers"] for case in out["cases"])
+
+
+def test_cli_derive_prints_both_inits(capsys):
+    assert main(["derive", "--inits", "A", "B"]) == 0
+    out = capsys.readouterr().out
+    assert "c* = -1/2" in out and "c* = -1 " in out

@@ -1,0 +1,156 @@
+"""Benchmark: the batched engine against a per-configuration ``nn.Module`` + ``torch.optim`` loop.
+
+``run_bench()`` measures the machine (float64 matmul peak and stream bandwidth), then for each case
+trains the same grid two ways, checks that both give the same final losses, and reports
+configurations·steps per second, their ratio, and the engine's fraction of the roofline.
+
+Roofline model (toy setting, per configuration and step, b = bytes per float, N samples, width n,
+rank r). Flops F ≈ 10·N·n·r (five rank-r matmuls) + 5·N·n (bias add, ReLU, readout, mask). Bytes:
+the engine's passes over (N, n) buffers: Y_h written (1), base added in place (3), ReLU in place (2),
+readout (1), mask in place (2), the two mask matmuls (2) = 11·N·n·b, plus Adam's ~20 passes over the
+2·r·n weights and states. Roofline time = max(F / peak_flops, bytes / bandwidth); the fraction is
+roofline time / measured time (1 = the engine runs at the machine's limit for its own traffic).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .config import ModelConfig, TrainConfig
+from .inits import sample_init
+from .models import init_generator
+from .reference import reference_run, seed_slice
+from .sweep import Unit, _frozen, run_unit
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark grid: ``len(lrs) × seeds`` configurations of one width."""
+
+    name: str
+    setting: str
+    width: int
+    n_train: int
+    steps: int
+    lrs: tuple[float, ...] = tuple(2.0 ** -k for k in range(6, 14))  # 8 learning rates
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    rank: int = 4
+    init: str = "A"
+
+
+CASES = {
+    "full": (Case("layer_n1024", "layer", 1024, 1, 50), Case("toy_n1024", "toy", 1024, 256, 50),
+             Case("toy_n4096", "toy", 4096, 256, 20)),
+    "quick": (Case("layer_n256", "layer", 256, 1, 10), Case("toy_n256", "toy", 256, 64, 10),
+              Case("toy_n1024", "toy", 1024, 64, 5)),
+}
+
+
+def machine_peaks(threads: int) -> dict[str, float]:
+    """Measured float64 matmul peak (GFLOP/s) and stream bandwidth (GB/s, read + write of 256 MB)."""
+    torch.set_num_threads(threads)
+    a = torch.randn(2048, 2048, dtype=torch.float64)
+    flops = 2 * 2048 ** 3 / _best(lambda: a @ a, 3)
+    x, y = torch.randn(2 ** 25, dtype=torch.float64), torch.empty(2 ** 25, dtype=torch.float64)
+    bandwidth = 2 * x.numel() * 8 / _best(lambda: torch.add(x, 1.0, out=y), 5)
+    return {"matmul_gflops": flops / 1e9, "bandwidth_gbs": bandwidth / 1e9}
+
+
+def bench_case(case: Case, peaks: dict[str, float], threads: int) -> dict:
+    """Time the engine and the per-configuration loop on one case; check they agree."""
+    torch.set_num_threads(threads)
+    model = ModelConfig(setting=case.setting, n_train=case.n_train, n_test=16)
+    cfg = TrainConfig(steps=case.steps, record_every=case.steps)
+    unit = Unit(model, cfg, case.width, case.rank, case.init, "adam", case.seeds,
+                tuple((lr, None) for lr in case.lrs))
+    fz = _frozen(model, case.width, case.seeds, cfg.dtype, cfg.device)  # built once, outside the timings
+    run_unit(replace(unit, train=replace(cfg, steps=1, record_every=1)))  # warm-up
+    t0 = time.perf_counter()
+    df = run_unit(unit)
+    t_engine = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loop_final = _loop(case, fz)
+    t_loop = time.perf_counter() - t0
+    engine_final = df[df.step == case.steps].sort_values(["lr", "seed"])["loss"].to_numpy()
+    n_cfg = len(case.lrs) * len(case.seeds)
+    work = n_cfg * case.steps
+    model_time = _roofline_time(case, peaks) * work
+    return {"case": case.name, "setting": case.setting, "width": case.width, "n_train": case.n_train,
+            "configs": n_cfg, "steps": case.steps,
+            "engine_config_steps_per_s": work / t_engine, "loop_config_steps_per_s": work / t_loop,
+            "speedup": t_loop / t_engine, "roofline_fraction": model_time / t_engine,
+            "max_rel_diff_final_loss": float(np.max(np.abs(engine_final - loop_final) / np.abs(loop_final))),
+            "same_numbers": bool(np.allclose(engine_final, loop_final, rtol=1e-8, atol=0))}
+
+
+def run_bench(quick: bool = False, threads: int | None = None) -> dict:
+    """Machine peaks plus every case; the headline keys come from the speed-up and roofline cases.
+
+    Returns a dict with ``engine_config_steps_per_s``, ``loop_config_steps_per_s`` and ``speedup`` of
+    the toy case at n = 1024 (quick: 256), ``roofline_fraction`` of the widest toy case, ``cases``
+    (every case) and ``machine``.
+    """
+    threads = threads or torch.get_num_threads()
+    peaks = machine_peaks(threads)
+    cases = [bench_case(c, peaks, threads) for c in CASES["quick" if quick else "full"]]
+    head, wide = cases[1], cases[-1]
+    return {"engine_config_steps_per_s": head["engine_config_steps_per_s"],
+            "loop_config_steps_per_s": head["loop_config_steps_per_s"], "speedup": head["speedup"],
+            "roofline_fraction": wide["roofline_fraction"], "cases": cases,
+            "machine": {**peaks, "threads": threads, "torch": torch.__version__,
+                        "processor": platform.processor() or platform.machine()}}
+
+
+def format_report(result: dict) -> str:
+    """A plain-text table of a :func:`run_bench` result."""
+    m = result["machine"]
+    lines = [f"machine: {m['threads']} threads, float64 matmul peak {m['matmul_gflops']:.1f} GFLOP/s, "
+             f"stream bandwidth {m['bandwidth_gbs']:.1f} GB/s, torch {m['torch']}",
+             f"{'case':<12} {'configs':>7} {'steps':>5} {'engine cfg·steps/s':>19} {'loop cfg·steps/s':>17} "
+             f"{'speedup':>8} {'roofline':>9} {'same':>5}"]
+    for c in result["cases"]:
+        lines.append(f"{c['case']:<12} {c['configs']:>7} {c['steps']:>5} {c['engine_config_steps_per_s']:>19.1f} "
+                     f"{c['loop_config_steps_per_s']:>17.1f} {c['speedup']:>7.1f}x {c['roofline_fraction']:>8.0%} "
+                     f"{str(c['same_numbers']):>5}")
+    return "\n".join(lines)
+
+
+def main(quick: bool = False, as_json: bool = False, threads: int | None = None) -> dict:
+    result = run_bench(quick=quick, threads=threads)
+    print(json.dumps(result, indent=2) if as_json else format_report(result))
+    return result
+
+
+def _loop(case: Case, fz) -> np.ndarray:
+    """Final loss of each configuration trained alone (how such loops are usually written)."""
+    finals = {}
+    for lr in case.lrs:
+        for i, seed in enumerate(case.seeds):
+            A0, B0 = sample_init(case.init, case.width, case.rank, init_generator(seed, case.width, case.rank))
+            out = reference_run(case.setting, seed_slice(fz, i), A0, B0, 1.0, "adam", lr, lr, case.steps)
+            finals[lr, seed] = out["loss"][-1]
+    return np.array([finals[k] for k in sorted(finals)])  # ordered by (lr, seed), like the engine's rows
+
+
+def _roofline_time(case: Case, peaks: dict[str, float]) -> float:
+    """Roofline seconds per configuration-step (module docstring)."""
+    N, n, r, b = case.n_train, case.width, case.rank, 8
+    flops = 10 * N * n * r + 5 * N * n
+    traffic = 11 * N * n * b + 20 * 2 * r * n * b
+    return max(flops / (peaks["matmul_gflops"] * 1e9), traffic / (peaks["bandwidth_gbs"] * 1e9))
+
+
+def _best(fn, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
