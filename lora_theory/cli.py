@@ -1,4 +1,4 @@
-"""Command line: ``lora-theory {simulate, derive, bench}``.
+"""Command line: ``lora-theory {simulate, figures, derive, bench}``.
 
 Options of the config dataclasses are generated from their fields and ``metadata["help"]``; the
 sweepable arguments of :func:`lora_theory.simulate` take one or more values. This module holds
@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--json", action="store_true", help="print one JSON object")
     ben.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ben.set_defaults(run=_bench_main)
+    fig = sub.add_parser("figures", help="rebuild the reproduction's figures (PNG + PDF + summary.json)")
+    fig.add_argument("--quick", action="store_true", help="small widths and few steps (seconds)")
+    fig.add_argument("--only", nargs="+", default=None, metavar="NAME", help="figures to build (default: all)")
+    fig.add_argument("--out", type=Path, default=Path("figures"), help="output directory")
+    fig.add_argument("--cache-dir", type=Path, default=Path(".lora_theory_cache"),
+                     help="where finished sweep units are kept (reruns load them)")
+    fig.set_defaults(run=_run_figures)
     der = sub.add_parser("derive", help="print the γ-exponent derivation of each initialisation")
     der.add_argument("--inits", nargs="+", default=["A", "B"], help="initialisations to derive")
     der.add_argument("--lr-exponent", type=float, nargs="+", default=None,
@@ -99,6 +106,13 @@ def _run_derive(args: argparse.Namespace) -> int:
         print(derivation(init, c, optimizer=args.optimizer, steps=args.steps,
                          fmt="latex" if args.latex else "markdown"))
         print()
+    return 0
+
+
+def _run_figures(args: argparse.Namespace) -> int:
+    from .figures import main as figures
+
+    figures(out=args.out, only=args.only, quick=args.quick, cache_dir=args.cache_dir)
     return 0
 
 

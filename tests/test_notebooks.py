@@ -1,0 +1,41 @@
+"""Notebooks are thin (no def/class), in sync with their py:percent twins, and run top to bottom (quick)."""
+
+import ast
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_no_definitions_and_matches_its_percent_file(path):
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    defs = [n for n in ast.walk(ast.parse(code)) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+    assert not defs, f"{path.name} defines {[d.name for d in defs]}: move them into lora_theory"
+    twin = jupytext.read(path.with_suffix(".py"))
+    assert [c.source for c in twin.cells] == [c.source for c in nb.cells], (
+        f"{path.name} and {path.with_suffix('.py').name} differ: run `jupytext --sync` or `--to ipynb`")
+    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), "needs a parameters cell"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One working directory for all notebooks, so they share the sweep cache as a user's session would."""
+    return tmp_path_factory.mktemp("notebooks")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_quick_mode(path, workdir):
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            cell.source = cell.source.replace("quick = False", "quick = True")
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
