@@ -1,6 +1,6 @@
 # One-line aliases only. torch==2.13.0 first: a CPU wheel is served locally; other versions pull CUDA builds.
 PY ?= python
-.PHONY: install test test-all reproduce figures figures-quick lint
+.PHONY: install test test-all reproduce figures figures-quick bench
 install:
 	$(PY) -m pip install torch==2.13.0 && $(PY) -m pip install -e ".[dev,dask]"
 test: install
@@ -8,4 +8,10 @@ test: install
 test-all: install
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q lora_theory tests
 reproduce: install
-	$(PY) -m lora_theory simulate --out results/simulate_default.csv
+	$(PY) -m lora_theory figures
+figures:
+	$(PY) -m lora_theory figures
+figures-quick:
+	$(PY) -m lora_theory figures --quick --out figures/quick
+bench:
+	$(PY) -m lora_theory bench
