@@ -102,8 +102,10 @@ def fig_coord_check(quick: bool = False, cache_dir=None) -> plt.Figure:
         for row, (init, df) in enumerate(runs.items()):
             c = max_stable_lr_exponent(init)
             theory = exponents(init, c, steps=g["steps"]).set_index("step")
-            slopes = measured_slopes(df, COORD_STATS + ("b_shift_rms",))
-            summary[init] = {"c": str(c), **{s: {"measured": slopes[s], "theory": float(theory.loc[2, _THEORY_KEY[s]])}
+            # fitted on steps ≥ 3, where the theory's exponents no longer change (PAPER.md §9, pitfall 2)
+            slopes = measured_slopes(df, COORD_STATS + ("b_shift_rms",), first_step=3)
+            summary[init] = {"c": str(c), **{s: {"measured": round(slopes[s], 3),
+                                                 "theory": float(theory.loc[g["steps"], _THEORY_KEY[s]])}
                                             for s in slopes}}
             for col, stat in enumerate(COORD_STATS):
                 pred = float(theory.loc[g["steps"], _THEORY_KEY[stat]])
@@ -132,7 +134,7 @@ def fig_regimes(quick: bool = False, cache_dir=None) -> plt.Figure:
             measured.append({"init": init, "c": c, "regime": reg, "internally_unstable": unstable})
     theory, measured = pd.DataFrame(theory), pd.DataFrame(measured)
     with plotting.style():
-        fig, ax = plt.subplots(figsize=(7, 3.4))
+        fig, ax = plt.subplots(figsize=(8.5, 3.2))
         plotting.plot_regimes(theory, measured, ax)
         ax.set_title("regimes: cells = γ-calculus, markers = measured width exponents (layer, Adam)")
         fig.tight_layout()

@@ -56,6 +56,7 @@ def plot_feature_norms(df: pd.DataFrame, ax, stat: str, scale: float, label_fmt:
     """Seed-mean of ``scale · stat`` against step, one line per init (e.g. ‖Z_A‖ = √r · RMS(Z_A))."""
     for init, g in df.groupby("init"):
         m = g.groupby("step")[stat].mean() * scale
+        m = m[m > 0]  # a factor starting at exactly zero has no point on a log axis
         ax.plot(m.index, m.values, color=INIT_COLOURS.get(init), label=label_fmt.format(init=init))
     ax.set(xlabel="step", yscale="log")
     return ax
@@ -96,7 +97,7 @@ def plot_regimes(theory: pd.DataFrame, measured: pd.DataFrame, ax, y: str = "ini
     handles = [mpl.patches.Patch(color=col, label=name.replace("_", " ")) for name, col in REGIME_COLOURS.items()]
     handles += [mpl.lines.Line2D([], [], marker=m, ls="", color="w", mec="k", label=lab)
                 for m, lab in (("o", "measured"), ("^", "measured, Z_A grows"))]
-    ax.legend(handles=handles, loc="upper left", fontsize=6)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6)
     ax.set(xlim=(cs[0] - width / 2, cs[-1] + width / 2), ylim=(-0.5, len(ys) - 0.5 + 0.6),
            yticks=range(len(ys)), yticklabels=[str(v) for v in ys], xlabel="learning-rate exponent c (η = n^c)")
     ax.grid(False)

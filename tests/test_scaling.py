@@ -93,3 +93,14 @@ def test_init_b_above_its_maximal_rate_is_unstable(runs):
 def test_init_b_per_step_feature_slopes_at_step_2(runs):
     sel = runs[(runs.init == "B") & (runs.lr_exponent == -1.0) & (runs.step == 2)]
     assert fit_exponent(sel, "z_b_rms").slope == pytest.approx(0.0, abs=0.1)
+
+
+def test_feature_level_maximal_stable_rate_scales_as_theory():
+    """Largest η with max_t RMS(Z_B) ≤ 10 (Adam, 10 steps): slope −1/2 for Init[A], −1 for Init[B] (±0.1)."""
+    from lora_theory.analysis import max_stable_lr
+
+    df = simulate(widths=[2 ** k for k in range(7, 12)], lrs=[2.0 ** (k / 4) for k in range(-60, 1)],
+                  lr_exponent=None, inits=["A", "B"], seeds=[0, 1], steps=10, progress=False)
+    stab = max_stable_lr(df, tau=10.0)
+    assert fit_exponent(stab[stab.init == "A"], "lr_max").slope == pytest.approx(-0.5, abs=0.1)
+    assert fit_exponent(stab[stab.init == "B"], "lr_max").slope == pytest.approx(-1.0, abs=0.1)
