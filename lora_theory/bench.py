@@ -2,7 +2,8 @@
 
 ``run_bench()`` measures the machine (float64 matmul peak and stream bandwidth), then for each case
 trains the same grid two ways, checks that both give the same final losses, and reports
-configurations·steps per second, their ratio, and the engine's fraction of the roofline.
+configurations·steps per second, their ratio, and the engine's fraction of the roofline. A last check
+runs a toy sweep at n = 2^14 with 1000 training points in a fresh process and reports its peak memory.
 
 Roofline model (toy setting, per configuration and step, b = bytes per float, N samples, width n,
 rank r). Flops F ≈ 10·N·n·r (five rank-r matmuls) + 5·N·n (bias add, ReLU, readout, mask). Bytes:
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -89,6 +92,26 @@ def bench_case(case: Case, peaks: dict[str, float], threads: int) -> dict:
             "same_numbers": bool(np.allclose(engine_final, loop_final, rtol=1e-8, atol=0))}
 
 
+def memory_check(width: int = 2 ** 14, n_train: int = 1000, configs: int = 16, steps: int = 3,
+                 max_batch_bytes: int = 2 ** 31, threads: int = 1) -> dict:
+    """Peak resident memory of a toy sweep at ``width`` with ``n_train`` samples, in a fresh process.
+
+    The sweep (``configs`` learning rates × 2 seeds) is chunked by ``max_batch_bytes``; the child's
+    peak RSS (``ru_maxrss``) is what the machine must provide.
+    """
+    code = (f"import torch; torch.set_num_threads({threads}); from lora_theory import simulate, ModelConfig; "
+            f"simulate(widths={width}, lrs=[2.0 ** -k for k in range(4, {4 + configs // 2})], lr_exponent=None, "
+            f"seeds=[0, 1], inits='A', steps={steps}, model=ModelConfig(setting='toy', n_train={n_train}), "
+            f"max_batch_bytes={max_batch_bytes}, progress=False); import resource; "
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    peak_kb = int(out.split()[-1])  # the child's own peak, in KiB on Linux
+    return {"width": width, "n_train": n_train, "configs": configs, "steps": steps,
+            "max_batch_bytes": max_batch_bytes, "peak_rss_gb": peak_kb / 2 ** 20,
+            "seconds": time.perf_counter() - t0}
+
+
 def run_bench(quick: bool = False, threads: int | None = None) -> dict:
     """Machine peaks plus every case; the headline keys come from the speed-up and roofline cases.
 
@@ -100,7 +123,8 @@ def run_bench(quick: bool = False, threads: int | None = None) -> dict:
     peaks = machine_peaks(threads)
     cases = [bench_case(c, peaks, threads) for c in CASES["quick" if quick else "full"]]
     head, wide = cases[1], cases[-1]
-    return {"engine_config_steps_per_s": head["engine_config_steps_per_s"],
+    memory = memory_check(width=2 ** 10, n_train=100, configs=4, steps=2) if quick else memory_check()
+    return {"memory": memory, "engine_config_steps_per_s": head["engine_config_steps_per_s"],
             "loop_config_steps_per_s": head["loop_config_steps_per_s"], "speedup": head["speedup"],
             "roofline_fraction": wide["roofline_fraction"], "cases": cases,
             "machine": {**peaks, "threads": threads, "torch": torch.__version__,
@@ -114,6 +138,10 @@ def format_report(result: dict) -> str:
              f"stream bandwidth {m['bandwidth_gbs']:.1f} GB/s, torch {m['torch']}",
              f"{'case':<12} {'configs':>7} {'steps':>5} {'engine cfg·steps/s':>19} {'loop cfg·steps/s':>17} "
              f"{'speedup':>8} {'roofline':>9} {'same':>5}"]
+    mem = result["memory"]
+    lines.insert(1, f"memory: toy n={mem['width']}, {mem['n_train']} training points, {mem['configs']} configurations: "
+                    f"peak RSS {mem['peak_rss_gb']:.2f} GB ({mem['seconds']:.0f} s, batches <= "
+                    f"{mem['max_batch_bytes'] / 2 ** 30:.0f} GiB)")
     for c in result["cases"]:
         lines.append(f"{c['case']:<12} {c['configs']:>7} {c['steps']:>5} {c['engine_config_steps_per_s']:>19.1f} "
                      f"{c['loop_config_steps_per_s']:>17.1f} {c['speedup']:>7.1f}x {c['roofline_fraction']:>8.0%} "

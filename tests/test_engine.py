@@ -125,3 +125,13 @@ def test_low_rank_delta_statistics_equal_dense_computation(gen):
     dense = {"delta1_rms": d1, "delta2_rms": d2, "delta3_rms": d3, "dz_b_rms": d1 + d2 + d3}
     for key, x in dense.items():
         torch.testing.assert_close(got[key], x.square().mean(dim=(2, 3)).sqrt(), rtol=1e-10, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_gives_the_cpu_numbers():
+    kw = dict(widths=[64, 256], seeds=[0, 1], steps=5, setting="toy",
+              model=ModelConfig(setting="toy", n_train=32, n_test=8))
+    cpu = simulate(**kw)
+    gpu = simulate(**kw, train_cfg=TrainConfig(steps=5, device="cuda"))
+    num = [c for c in cpu.columns if cpu[c].dtype.kind == "f"]
+    np.testing.assert_allclose(gpu[num].to_numpy(), cpu[num].to_numpy(), rtol=1e-9, atol=1e-12)

