@@ -57,11 +57,11 @@ class Adam:
 
     def update(self, state: dict, g: torch.Tensor, lr: torch.Tensor, t: int) -> torch.Tensor:
         m, v = state["m"], state["v"]
-        m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+        m.lerp_(g, 1 - self.beta1)  # m ← β1 m + (1−β1) g, as torch.optim.Adam does it
         v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         bc1, bc2 = 1 - self.beta1 ** t, 1 - self.beta2 ** t
-        denom = (v.sqrt() / math.sqrt(bc2)).add_(self.eps)
-        return -(_expand(lr, g) / bc1) * m / denom
+        denom = v.sqrt().div_(math.sqrt(bc2)).add_(self.eps)  # one temporary, then in place
+        return torch.div(m, denom).mul_(_expand(lr, g) / -bc1)
 
 
 OPTIMIZERS = {
