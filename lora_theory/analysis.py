@@ -93,3 +93,28 @@ def measured_slopes(df: pd.DataFrame, stats, first_step: int = 2) -> dict[str, f
     """Width exponent of the window RMS (steps ≥ ``first_step``) of each statistic in ``df``."""
     w = window_rms(df, stats, first_step, by=("width", "seed"))
     return {s: fit_exponent(w, s, n_boot=0).slope for s in stats}
+
+
+def slope_table(df: pd.DataFrame, stats=("z_a_rms", "z_b_rms", "b_shift_rms"), first_step: int = 2,
+                per_step: bool = False) -> pd.DataFrame:
+    """Width exponents per (init, lr_exponent[, step]) with 95% seed-bootstrap intervals, next to the
+    γ-calculus prediction (the window fit uses steps ≥ ``first_step``; theory at the last step).
+
+    Columns: ``init, lr_exponent, [step,] stat, slope, lo, hi, theory``.
+    """
+    from .fit import fit_exponents
+    from .symbolic import exponents
+
+    if per_step:
+        table = fit_exponents(df[df.step >= 1], list(stats), ["init", "lr_exponent", "step"])
+    else:
+        table = fit_exponents(window_rms(df, stats, first_step), list(stats), ["init", "lr_exponent"])
+    last = int(df.step.max())
+    key = {"z_a_rms": "z_a", "z_b_rms": "z_b", "b_shift_rms": "b_shift", "delta1_rms": "delta1",
+           "delta2_rms": "delta2", "delta3_rms": "delta3", "dz_b_rms": "z_b"}
+
+    def theory(row):
+        ex = exponents(row.init, row.lr_exponent, steps=last).set_index("step")
+        return float(ex.loc[int(row.step) if per_step else last, key[row.stat]])
+
+    return table.assign(theory=table.apply(theory, axis=1))

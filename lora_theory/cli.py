@@ -1,4 +1,4 @@
-"""Command line: ``lora-theory {simulate, figures, derive, bench}``.
+"""Command line: ``lora-theory {simulate, slopes, figures, derive, bench}``.
 
 Options of the config dataclasses are generated from their fields and ``metadata["help"]``; the
 sweepable arguments of :func:`lora_theory.simulate` take one or more values. This module holds
@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--json", action="store_true", help="print one JSON object")
     ben.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ben.set_defaults(run=_bench_main)
+    slo = sub.add_parser("slopes", help="the first scaling check: measured width exponents vs the γ-calculus")
+    slo.add_argument("--widths", type=int, nargs="+", default=[2 ** k for k in range(7, 13)], metavar="N")
+    slo.add_argument("--seeds", type=int, nargs="+", default=list(range(6)), metavar="S")
+    slo.add_argument("--steps", type=int, default=4, help="Adam steps (layer setting, one sample)")
+    slo.add_argument("--per-step", action="store_true", help="one fit per step instead of the steps ≥ 2 window")
+    slo.set_defaults(run=_run_slopes)
     fig = sub.add_parser("figures", help="rebuild the reproduction's figures (PNG + PDF + summary.json)")
     fig.add_argument("--quick", action="store_true", help="small widths and few steps (seconds)")
     fig.add_argument("--only", nargs="+", default=None, metavar="NAME", help="figures to build (default: all)")
@@ -114,6 +120,26 @@ def _run_derive(args: argparse.Namespace) -> int:
                          fmt="latex" if args.latex else "markdown"))
         print()
     return 0
+
+
+def _run_slopes(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .analysis import slope_table
+    from .simulate import simulate
+
+    cases = [("A", -0.5), ("B", -1.0), ("A", -1.0), ("B", -0.5)]
+    df = pd.concat([simulate(widths=args.widths, inits=i, lr_exponent=c, seeds=args.seeds, steps=args.steps,
+                             progress=False) for i, c in cases])
+    table = slope_table(df, per_step=args.per_step).round(3)
+    print(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
+    return 0
+
+
+def _has_tabulate() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tabulate") is not None
 
 
 def _run_figures(args: argparse.Namespace) -> int:

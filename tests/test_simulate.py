@@ -108,3 +108,9 @@ def test_cli_rejects_unknown_output_format(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["simulate", "--widths", "32", "--out", str(tmp_path / "x.xlsx")])
     assert "--out must end in .csv or .parquet" in capsys.readouterr().err
+
+
+def test_cli_slopes_prints_measured_and_theory(capsys):
+    assert main(["slopes", "--widths", "64", "128", "256", "--seeds", "0", "1", "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "theory" in out and "b_shift_rms" in out and out.count("\n") >= 12
