@@ -33,8 +33,8 @@ from .symbolic import exponents, max_stable_lr_exponent, regime  # noqa: E402
 DEFAULT_CACHE = Path(".lora_theory_cache")
 TAU = 10.0  # Z_B threshold of the feature-level criterion: RMS(Z_B) ten times the target scale
 GRIDS = {  # (full, quick)
-    "toy": ({"widths": [2 ** k for k in range(7, 14)], "lrs": [2.0 ** -k for k in range(1, 14)],
-             "seeds": [0, 1], "n_train": 128, "steps": 100},
+    "toy": ({"widths": [2 ** k for k in range(7, 14)], "lrs": [2.0 ** -k for k in range(2, 15)],
+             "seeds": [0, 1, 2], "n_train": 256, "steps": 200},
             {"widths": [64, 128, 256], "lrs": [2.0 ** -k for k in range(2, 11, 2)], "seeds": [0, 1],
              "n_train": 32, "steps": 20}),
     "layer_lr": ({"widths": [2 ** k for k in range(7, 14)], "lrs": [2.0 ** (k / 4) for k in range(-80, 1)],
@@ -189,7 +189,7 @@ def toy_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
     """The toy learning-rate sweep shared by lr_scaling, feature_norms and loss_heatmap (SP readout)."""
     g = GRIDS["toy"][quick]
     model = ModelConfig(setting="toy", n_train=g["n_train"], readout="sp")
-    cfg = TrainConfig(steps=g["steps"], record_every=max(1, g["steps"] // 20))
+    cfg = TrainConfig(steps=g["steps"], record_every=max(1, g["steps"] // 10))
     return simulate(widths=g["widths"], lrs=g["lrs"], lr_exponent=None, inits=["A", "B"], seeds=g["seeds"],
                     model=model, train_cfg=cfg, cache_dir=_cache(cache_dir))
 

@@ -31,18 +31,21 @@ def style():
 def plot_lr_vs_width(opt: pd.DataFrame, fits: dict[str, Exponent], ax, y: str = "lr_opt",
                      refs=((-0.5, "A"), (-1.0, "B")), title: str = ""):
     """Optimal or maximal learning rate against width (log-log), per init, with fitted slopes and
-    reference lines ∝ n^c anchored at the smallest width of the named init."""
+    reference lines ∝ n^c anchored at the smallest width of the named init. Points are geometric means
+    over seeds, bars the seed min–max."""
     for init, g in opt.groupby("init"):
-        stats = g.groupby("width")[y].agg(["mean", "min", "max"])
+        stats = g.groupby("width")[y].agg(["min", "max"])
+        stats["mean"] = np.exp(np.log(g[y]).groupby(g.width).mean())
         fit = fits.get(init)
         label = f"Init[{init}]" + (f": slope {fit}" if fit is not None else "")
-        ax.errorbar(stats.index, stats["mean"], yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
+        err = [np.maximum(stats["mean"] - stats["min"], 0), np.maximum(stats["max"] - stats["mean"], 0)]
+        ax.errorbar(stats.index, stats["mean"], yerr=err,
                      marker="o", ms=4, capsize=2, color=INIT_COLOURS.get(init), label=label)
     for c, init in refs:
         g = opt[opt.init == init]
         if len(g):
             n0 = g.width.min()
-            y0 = g[g.width == n0][y].mean()
+            y0 = np.exp(np.log(g[g.width == n0][y]).mean())
             n = np.array(sorted(g.width.unique()), dtype=float)
             ax.plot(n, y0 * (n / n0) ** c, "--", color=INIT_COLOURS.get(init), alpha=0.5, label=f"∝ n^{c:g}")
     ax.set(xscale="log", yscale="log", xlabel="width n", ylabel=y.replace("_", " "), title=title)
