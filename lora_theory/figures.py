@@ -65,16 +65,10 @@ def fig_lr_scaling(quick: bool = False, cache_dir=None) -> plt.Figure:
         plotting.plot_lr_vs_width(stab, fits_stab, ax2, "lr_max",
                                   title=f"max stable η: max_t RMS(Z_B) ≤ {TAU:g} (layer, Adam)")
         fig.tight_layout()
-    mean_opt = optimal_lr(toy)
-    ratio = mean_opt.pivot(index="width", columns="init", values="lr_opt")
-    best = mean_opt.pivot(index="width", columns="init", values="loss")
     tau_sens = {str(tau): {i: _fit_dict(fit_exponent(s[s.init == i], "lr_max")) for i in ("A", "B")}
                 for tau in (2.0, 5.0, 10.0, 100.0) for s in [max_stable_lr(layer, tau)]}
-    fig.summary = {"loss_optimal_slope": {i: _fit_dict(f) for i, f in fits_opt.items()},
-                   "max_stable_slope": {i: _fit_dict(f) for i, f in fits_stab.items()},
-                   "max_stable_slope_by_tau": tau_sens,
-                   "lr_opt_ratio_A_over_B": {int(n): float(v) for n, v in (ratio["A"] / ratio["B"]).items()},
-                   "best_loss": {i: {int(n): float(v) for n, v in best[i].items()} for i in ("A", "B")}}
+    fig.summary = {**toy_summary(toy), "max_stable_slope": {i: _fit_dict(f) for i, f in fits_stab.items()},
+                   "max_stable_slope_by_tau": tau_sens}
     return fig
 
 
@@ -192,6 +186,28 @@ def toy_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
     cfg = TrainConfig(steps=g["steps"], record_every=max(1, g["steps"] // 10))
     return simulate(widths=g["widths"], lrs=g["lrs"], lr_exponent=None, inits=["A", "B"], seeds=g["seeds"],
                     model=model, train_cfg=cfg, cache_dir=_cache(cache_dir))
+
+
+def toy_summary(toy: pd.DataFrame) -> dict:
+    """Fig. 2 numbers of a toy sweep: loss-optimal slopes (seed bootstrap), η*_A/η*_B and best loss per width."""
+    opt = optimal_lr_per_seed(toy)
+    mean_opt = optimal_lr(toy)
+    ratio = mean_opt.pivot(index="width", columns="init", values="lr_opt")
+    best = mean_opt.pivot(index="width", columns="init", values="loss")
+    return {"loss_optimal_slope": {i: _fit_dict(fit_exponent(opt[opt.init == i], "lr_opt")) for i in ("A", "B")},
+            "lr_opt_log2": {i: {int(n): float(np.log2(v)) for n, v in ratio[i].items()} for i in ("A", "B")},
+            "lr_opt_ratio_A_over_B": {int(n): float(v) for n, v in (ratio["A"] / ratio["B"]).items()},
+            "best_loss": {i: {int(n): round(float(v), 5) for n, v in best[i].items()} for i in ("A", "B")}}
+
+
+def toy_config_summary(n_train: int = 256, steps: int = 200, seeds=(0, 1, 2), readout: str = "sp",
+                       widths=None, lrs=None, cache_dir=None) -> dict:
+    """:func:`toy_summary` of the toy sweep with another configuration (the search in paper_repro.md)."""
+    full = GRIDS["toy"][0]
+    df = simulate(widths=widths or full["widths"], lrs=lrs or full["lrs"], lr_exponent=None, inits=["A", "B"],
+                  seeds=list(seeds), model=ModelConfig(setting="toy", n_train=n_train, readout=readout),
+                  train_cfg=TrainConfig(steps=steps, record_every=max(1, steps // 10)), cache_dir=_cache(cache_dir))
+    return toy_summary(df)
 
 
 def layer_lr_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
