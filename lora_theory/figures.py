@@ -142,11 +142,15 @@ def fig_loss_heatmap(quick: bool = False, cache_dir=None) -> plt.Figure:
     """Final train loss (seed mean) over (learning rate, width), one panel per init (toy sweep)."""
     toy = toy_sweep(quick, cache_dir)
     last = toy[toy.step == toy.step.max()].assign(loss=lambda d: d.loss.where(~d.diverged, np.inf))
+    tables = {i: last[last.init == i].pivot_table(index="width", columns="lr", values="loss", aggfunc="mean")
+              for i in ("A", "B")}
+    finite = np.concatenate([t.to_numpy(float).ravel() for t in tables.values()])
+    finite = finite[np.isfinite(finite) & (finite > 0)]
     with plotting.style():
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for ax, init in zip(axes, ("A", "B")):
-            table = last[last.init == init].pivot_table(index="width", columns="lr", values="loss", aggfunc="mean")
-            plotting.plot_heatmap(table, ax, title=f"Init[{init}] (toy, SP readout)")
+        for ax, (init, table) in zip(axes, tables.items()):
+            plotting.plot_heatmap(table, ax, title=f"Init[{init}] (toy, SP readout)",
+                                  vlim=(finite.min(), finite.max()) if finite.size else None)
         fig.tight_layout()
     fig.summary = {}
     return fig

@@ -107,13 +107,17 @@ def plot_regimes(theory: pd.DataFrame, measured: pd.DataFrame, ax, y: str = "ini
     return ax
 
 
-def plot_heatmap(table: pd.DataFrame, ax, title: str = "", label: str = "final train loss"):
-    """A (width × learning rate) table of values as a log-colour heatmap; NaN/inf (diverged) in grey."""
+def plot_heatmap(table: pd.DataFrame, ax, title: str = "", label: str = "final train loss", vlim=None):
+    """A (width × learning rate) table of values as a log-colour heatmap; NaN/inf (diverged) in grey.
+
+    ``vlim`` = (vmin, vmax) shares one colour scale between panels (default: this table's range).
+    """
     vals = table.to_numpy(float)
     masked = np.ma.masked_invalid(np.where(np.isfinite(vals), vals, np.nan))
     cmap = mpl.colormaps["magma_r"].with_extremes(bad="0.75")
     pos = masked.compressed()
-    norm = mpl.colors.LogNorm(vmin=max(pos.min(), 1e-6), vmax=pos.max()) if pos.size and pos.min() > 0 else None
+    lo, hi = vlim if vlim is not None else ((pos.min(), pos.max()) if pos.size else (1e-6, 1.0))
+    norm = mpl.colors.LogNorm(vmin=max(lo, 1e-6), vmax=hi) if lo > 0 else None
     im = ax.imshow(masked, aspect="auto", origin="lower", cmap=cmap, norm=norm)
     ax.set_xticks(range(len(table.columns)), [f"{np.log2(v):.0f}" for v in table.columns], fontsize=6)
     ax.set_yticks(range(len(table.index)), [str(v) for v in table.index])
