@@ -9,9 +9,15 @@ from lora_theory.cli import main as cli_main
 from lora_theory.figures import FIGURES, main
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One sweep cache for all figures, as `lora-theory figures` shares it (figures share sweeps)."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.mark.parametrize("name", sorted(FIGURES))
-def test_figure_builds_quick(name, tmp_path):
-    fig = FIGURES[name](quick=True, cache_dir=tmp_path / "cache")
+def test_figure_builds_quick(name, shared_cache):
+    fig = FIGURES[name](quick=True, cache_dir=shared_cache)
     assert isinstance(fig, plt.Figure) and fig.axes and isinstance(fig.summary, dict)
     plt.close(fig)
 
