@@ -142,4 +142,5 @@ def _validated_grid(widths, lrs, lr_exponent, inits, seeds, optimizers, ranks) -
         make_rule(v, TrainConfig(), 1)
     grid["widths"] = [int(v) for v in grid["widths"]]
     grid["seeds"] = [int(v) for v in grid["seeds"]]
+    grid["ranks"] = [int(v) for v in grid["ranks"]]
     return grid
