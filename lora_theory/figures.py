@@ -31,7 +31,8 @@ from .simulate import simulate  # noqa: E402
 from .symbolic import exponents, max_stable_lr_exponent, regime  # noqa: E402
 
 DEFAULT_CACHE = Path(".lora_theory_cache")
-LLM_RUNS = Path("results/llm/runs")  # committed per-run results of the full LLM sweep (relative to the repo root)
+# committed per-run results of the full LLM sweep: in the source checkout, wherever the caller's working directory is
+LLM_RUNS = Path(__file__).resolve().parent.parent / "results" / "llm" / "runs"
 TAU = 10.0  # Z_B threshold of the feature-level criterion: RMS(Z_B) ten times the target scale
 GRIDS = {  # (full, quick)
     "toy": ({"widths": [2 ** k for k in range(7, 14)], "lrs": [2.0 ** -k for k in range(2, 15)],
