@@ -37,6 +37,7 @@ import torch
 
 from .config import lookup
 from .inits import get_init, sample_init
+from .simulate import _as_list
 from .llm_data import (DATASETS, TextSplit, _collate, _encoded, _model_path, _tokenizer,  # noqa: F401
                        load_bbc, load_tweets)
 
@@ -200,8 +201,8 @@ def llm_sweep(lrs=None, inits=("A", "B"), seeds=None, steps=None, dataset=None, 
     cfg = config or LlmConfig()
     cfg = replace(cfg, dataset=dataset or cfg.dataset, steps=steps or preset["steps"],
                   n_eval=n_eval or preset["n_eval"])
-    keys = [(init, float(lr), int(seed)) for seed in _as_list(seeds) for lr in _as_list(lrs)
-            for init in _as_list(inits)]  # seed outermost: a partial sweep is balanced across inits
+    keys = [(init, float(lr), int(seed)) for seed in _as_list(seeds, "seeds") for lr in _as_list(lrs, "lrs")
+            for init in _as_list(inits, "inits")]  # seed outermost: a partial sweep is balanced across inits
     return pd.concat([_cached_run(cfg, *key, out_dir)[0] for key in keys], ignore_index=True)
 
 
@@ -422,10 +423,6 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _as_list(x) -> list:
-    return list(x) if isinstance(x, (list, tuple, np.ndarray)) else [x]
 
 
 if __name__ == "__main__":
