@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 
 from . import plotting  # noqa: E402
 from .analysis import (classify_regime, max_stable_lr, measured_slopes, optimal_lr,  # noqa: E402
-                       optimal_lr_per_seed, window_rms)
+                       optimal_lr_per_seed)
 from .config import ModelConfig, TrainConfig  # noqa: E402
 from .fit import fit_exponent  # noqa: E402
 from .simulate import simulate  # noqa: E402
