@@ -43,7 +43,7 @@ class Trace:
 
 
 def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.Tensor,
-          lr_b: torch.Tensor, rule, rule_b, s: float, cfg: TrainConfig) -> Trace:
+          lr_b: torch.Tensor, rule, s: float, cfg: TrainConfig) -> Trace:
     """Train every configuration of one batch and return its :class:`Trace`.
 
     Args:
@@ -51,14 +51,14 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
         fz: frozen tensors for S seeds (``fz.base`` already includes any −s·B0A0 Z subtraction).
         A0, B0: initial factors per seed, (S, r, n) and (S, n, r).
         lr_a, lr_b: learning rates of A and B, (S, L).
-        rule, rule_b: update rules (``optim.make_rule``) for A and B.
+        rule: the update rule (``optim.make_rule``); stateless, its state lives per tensor.
         s: LoRA multiplier.
         cfg: steps, recording and divergence policy.
     """
     S, L = lr_a.shape
     A = A0[:, None].expand(S, L, *A0.shape[1:]).clone()  # (S, L, r, n)
     B = B0[:, None].expand(S, L, *B0.shape[1:]).clone()  # (S, L, n, r)
-    st_a, st_b = rule.init(A), rule_b.init(B)
+    st_a, st_b = rule.init(A), rule.init(B)
     alive = torch.ones((S, L), dtype=torch.bool, device=A.device)
     dA = dB = None
     loss0 = None
@@ -85,7 +85,7 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
         A, B = _kill(A, ~alive), _kill(B, ~alive)
         gA, gB = setting.grads(fz, ctx, ZA, B, s)  # dead configurations' updates are zeroed below
         dA = _kill(rule.update(st_a, gA, lr_a, t + 1), ~alive)
-        dB = _kill(rule_b.update(st_b, gB, lr_b, t + 1), ~alive)
+        dB = _kill(rule.update(st_b, gB, lr_b, t + 1), ~alive)
         A, B = A + dA, B + dB
     return Trace(np.array(sorted(record)), {k: np.stack(v) for k, v in out.items()}, np.stack(div))
 

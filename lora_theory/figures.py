@@ -57,9 +57,8 @@ _THEORY_KEY = {"z_a_rms": "z_a", "z_b_rms": "z_b", "delta1_rms": "delta1", "delt
 def fig_lr_scaling(quick: bool = False, cache_dir=None) -> plt.Figure:
     """Paper Fig. 2: loss-optimal η in the toy, and the feature-level maximal stable η in the layer setting."""
     toy, layer = toy_sweep(quick, cache_dir), layer_lr_sweep(quick, cache_dir)
-    opt = optimal_lr_per_seed(toy)
+    opt, fits_opt = _loss_optimal(toy)
     stab = max_stable_lr(layer, TAU)
-    fits_opt = {i: fit_exponent(opt[opt.init == i], "lr_opt") for i in ("A", "B")}
     fits_stab = {i: fit_exponent(stab[stab.init == i], "lr_max") for i in ("A", "B")}
     with plotting.style():
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -69,7 +68,7 @@ def fig_lr_scaling(quick: bool = False, cache_dir=None) -> plt.Figure:
         fig.tight_layout()
     tau_sens = {str(tau): {i: _fit_dict(fit_exponent(s[s.init == i], "lr_max")) for i in ("A", "B")}
                 for tau in (2.0, 5.0, 10.0, 100.0) for s in [max_stable_lr(layer, tau)]}
-    fig.summary = {**toy_summary(toy), "max_stable_slope": {i: _fit_dict(f) for i, f in fits_stab.items()},
+    fig.summary = {**toy_summary(toy, fits_opt), "max_stable_slope": {i: _fit_dict(f) for i, f in fits_stab.items()},
                    "max_stable_slope_by_tau": tau_sens}
     return fig
 
@@ -230,13 +229,14 @@ def toy_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
                     model=model, train_cfg=cfg, cache_dir=_cache(cache_dir))
 
 
-def toy_summary(toy: pd.DataFrame) -> dict:
-    """Fig. 2 numbers of a toy sweep: loss-optimal slopes (seed bootstrap), η*_A/η*_B and best loss per width."""
-    opt = optimal_lr_per_seed(toy)
+def toy_summary(toy: pd.DataFrame, fits=None) -> dict:
+    """Fig. 2 numbers of a toy sweep: loss-optimal slopes (seed bootstrap; ``fits`` if already fitted),
+    η*_A/η*_B and best loss per width."""
+    fits = fits or _loss_optimal(toy)[1]
     mean_opt = optimal_lr(toy)
     ratio = mean_opt.pivot(index="width", columns="init", values="lr_opt")
     best = mean_opt.pivot(index="width", columns="init", values="loss")
-    return {"loss_optimal_slope": {i: _fit_dict(fit_exponent(opt[opt.init == i], "lr_opt")) for i in ("A", "B")},
+    return {"loss_optimal_slope": {i: _fit_dict(f) for i, f in fits.items()},
             "lr_opt_log2": {i: {int(n): float(np.log2(v)) for n, v in ratio[i].items()} for i in ("A", "B")},
             "lr_opt_ratio_A_over_B": {int(n): float(v) for n, v in (ratio["A"] / ratio["B"]).items()},
             "best_loss": {i: {int(n): round(float(v), 5) for n, v in best[i].items()} for i in ("A", "B")}}
@@ -287,6 +287,12 @@ def _norms_figure(toy: pd.DataFrame, widths: list[int]) -> plt.Figure:
         summary[f"max_z_a_rms_{init}"] = za
     fig.summary = summary
     return fig
+
+
+def _loss_optimal(toy: pd.DataFrame):
+    """Per-seed loss-optimal η and its fitted width exponent per init."""
+    opt = optimal_lr_per_seed(toy)
+    return opt, {i: fit_exponent(opt[opt.init == i], "lr_opt") for i in ("A", "B")}
 
 
 def _cache(cache_dir):

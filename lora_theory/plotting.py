@@ -48,7 +48,7 @@ def plot_lr_vs_width(opt: pd.DataFrame, fits: dict[str, Exponent], ax, y: str = 
             y0 = np.exp(np.log(g[g.width == n0][y]).mean())
             n = np.array(sorted(g.width.unique()), dtype=float)
             ax.plot(n, y0 * (n / n0) ** c, "--", color=INIT_COLOURS.get(init), alpha=0.5, label=f"∝ n^{c:g}")
-    ax.set(xscale="log", yscale="log", xlabel="width n", ylabel=y.replace("_", " "), title=title)
+    ax.set(xlabel="width n", ylabel=y.replace("_", " "), title=title)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
     ax.legend()

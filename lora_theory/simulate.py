@@ -23,7 +23,6 @@ import pandas as pd
 
 from .config import ModelConfig, TrainConfig
 from .inits import get_init
-from .models import get_setting
 from .optim import make_rule
 from .sweep import COLUMNS, Unit, execute
 
@@ -77,7 +76,6 @@ def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0),
     if steps is not None:
         train_cfg = replace(train_cfg, steps=steps)
     grid = _validated_grid(widths, lrs, lr_exponent, inits, seeds, optimizers, ranks)
-    get_setting(model.setting)
     units = plan(grid, model, train_cfg, max_batch_bytes, threads)
     return execute(units, cache_dir=cache_dir, executor=executor, progress=progress)
 

@@ -73,13 +73,14 @@ def run_unit(unit: Unit) -> pd.DataFrame:
     A0, B0 = zip(*(sample_init(unit.init, n, r, init_generator(seed, n, r), dtype) for seed in seeds))
     A0, B0 = torch.stack(A0).to(cfg.device), torch.stack(B0).to(cfg.device)  # (S, r, n), (S, n, r)
     if get_init(unit.init).subtract:  # W* ← W* − s·B0A0: the adapted layer starts at the pretrained one
-        fz = replace(fz, base=fz.base - s * (fz.Z @ A0.transpose(-1, -2)) @ B0.transpose(-1, -2))
-        if fz.has_test:
-            fz = replace(fz, base_test=fz.base_test - s * (fz.Z_test @ A0.transpose(-1, -2)) @ B0.transpose(-1, -2))
+        def lora0(Z):  # s·Z A0ᵀ B0ᵀ, (S, N, n)
+            return s * (Z @ A0.transpose(-1, -2)) @ B0.transpose(-1, -2)
+
+        fz = replace(fz, base=fz.base - lora0(fz.Z),
+                     base_test=fz.base_test - lora0(fz.Z_test) if fz.has_test else None)
     lrs = np.array([C if c is None else C * n ** c for C, c in unit.lr_pairs])
     lr_a = torch.tensor(lrs, dtype=dtype, device=cfg.device).expand(len(seeds), -1)  # (S, L)
-    trace = train(setting, fz, A0, B0, lr_a, lr_a * lr_b_factor(cfg, n), make_rule(unit.optimizer, cfg, n),
-                  make_rule(unit.optimizer, cfg, n), s, cfg)
+    trace = train(setting, fz, A0, B0, lr_a, lr_a * lr_b_factor(cfg, n), make_rule(unit.optimizer, cfg, n), s, cfg)
     return _to_frame(unit, trace, lrs)
 
 
