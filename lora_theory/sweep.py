@@ -5,8 +5,9 @@ optimiser), or a chunk of them when a memory budget demands it. Units are frozen
 picklable, and identified by a hash of everything that determines their numbers, so that
 
 * a sweep with ``cache_dir`` stores each finished unit as ``<hash>.pkl``, written to a temporary
-  file and renamed (atomic on POSIX: a kill never leaves a partial record), and a rerun loads it
-  instead of recomputing: a sweep killed at any moment resumes with only the unfinished units;
+  file ``.tmp-<host>-<pid>-*.part`` and renamed (atomic on POSIX: a kill never leaves a partial
+  record), and a rerun loads it instead of recomputing: a sweep killed at any moment resumes with
+  only the unfinished units, and removes the temporary files that dead processes of this host left;
 * the same units run unchanged on a process pool or a Dask cluster
   (``Client.get_executor()``): results come back to the calling process, which writes the cache.
 """
@@ -17,6 +18,7 @@ import functools
 import hashlib
 import logging
 import os
+import socket
 import tempfile
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, replace
@@ -98,6 +100,7 @@ def execute(units: list[Unit], cache_dir: str | Path | None = None, executor: Ex
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(cache)
     results: dict[int, pd.DataFrame] = {}
     todo = []
     for i, unit in enumerate(units):
@@ -135,7 +138,7 @@ def _load(cache: Path, unit: Unit) -> pd.DataFrame | None:
 
 def _store(cache: Path, unit: Unit, frame: pd.DataFrame) -> None:
     """Write to a temporary file in the same directory, then rename: readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".tmp-", suffix=".pkl")
+    fd, tmp = tempfile.mkstemp(dir=cache, prefix=f"{_TMP_PREFIX}-{os.getpid()}-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as fh:
             frame.to_pickle(fh)
@@ -145,6 +148,27 @@ def _store(cache: Path, unit: Unit, frame: pd.DataFrame) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_TMP_PREFIX = ".tmp-" + socket.gethostname().replace("-", "_")
+
+
+def _remove_stale_temporaries(cache: Path) -> None:
+    """Delete temporary files of processes of this host that no longer run (killed mid-write)."""
+    for path in cache.glob(f"{_TMP_PREFIX}-*.part"):
+        pid = path.name[len(_TMP_PREFIX) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 @functools.lru_cache(maxsize=1)

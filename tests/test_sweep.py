@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 import pytest
 
-from lora_theory import simulate
+from lora_theory import simulate, sweep
 
 GRID = dict(widths=[64, 128, 256], lrs=[0.5, 1.0], inits=["A", "B"], seeds=[0, 1], steps=3)
 
@@ -56,6 +56,22 @@ def test_sigkill_then_resume_recomputes_only_unfinished_units(tmp_path, caplog):
     assert {p: p.stat().st_mtime_ns for p in done} == stamps  # finished units were not rewritten
     assert len(list(tmp_path.glob("*.pkl"))) == 12 and not list(tmp_path.glob(".tmp-*"))
     assert len(df) == 12 * 6 * 2 * 201
+
+
+def test_temporaries_are_not_records_and_stale_ones_are_removed(tmp_path, caplog):
+    """A kill between writing and renaming leaves a temporary file: it is never read as a record,
+    and the next sweep deletes it once its writer is dead (a live writer's file is kept)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{sweep._TMP_PREFIX}-{dead.pid}-abc.part"
+    live = tmp_path / f"{sweep._TMP_PREFIX}-{os.getpid()}-abc.part"
+    for path in (stale, live):
+        path.write_bytes(b"partial")
+    with caplog.at_level(logging.INFO, logger="lora_theory"):
+        simulate(**GRID, cache_dir=tmp_path)
+    assert "6 units, 0 cached, 6 to compute" in caplog.text
+    assert not stale.exists() and live.exists()
+    assert len(list(tmp_path.glob("*.pkl"))) == 6
 
 
 def test_process_pool_gives_the_same_numbers():
