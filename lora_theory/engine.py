@@ -86,7 +86,7 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
         gA, gB = setting.grads(fz, ctx, ZA, B, s)  # dead configurations' updates are zeroed below
         dA = _kill(rule.update(st_a, gA, lr_a, t + 1), ~alive)
         dB = _kill(rule.update(st_b, gB, lr_b, t + 1), ~alive)
-        A, B = A + dA, B + dB
+        A, B = A.add_(dA), B.add_(dB)  # A and B are this loop's own tensors (cloned or _kill's)
     return Trace(np.array(sorted(record)), {k: np.stack(v) for k, v in out.items()}, np.stack(div))
 
 

@@ -98,7 +98,8 @@ class ToySetting:
         base, y = (fz.base_test, fz.target_test) if test else (fz.base, fz.target)
         H = _lora(ZA, B, s, out).add_(base[:, None]).clamp_(min=0)  # φ(Y_h), (S, L, N, n)
         S, L, N, n = H.shape
-        f = (H.reshape(S, L * N, n) @ fz.w_out[:, :, None]).reshape(S, L, N)  # one GEMV per seed
+        # one GEMV per seed (a batched (S, L·N, n) @ (S, n, 1) matmul is ~1.6× slower on CPU)
+        f = torch.stack([H[i].reshape(L * N, n).mv(fz.w_out[i]) for i in range(S)]).reshape(S, L, N)
         err = f - y[:, None]
         loss = 0.5 * err.square().mean(dim=2)
         if not grad:

@@ -35,7 +35,7 @@ from .inits import get_init, sample_init
 from .models import get_setting, init_generator
 from .optim import lr_b_factor, make_rule
 
-CACHE_VERSION = 1  # bump when the engine's numbers change, so old cache entries are not reused
+CACHE_VERSION = 2  # bump when the engine's numbers change, so old cache entries are not reused
 COLUMNS = ("setting", "init", "optimizer", "width", "rank", "lr", "lr_b", "lr_const", "lr_exponent",
            "seed", "step") + STATS + ("diverged",)
 DTYPES = {"float64": torch.float64, "float32": torch.float32}

@@ -135,3 +135,24 @@ def test_cuda_gives_the_cpu_numbers():
     gpu = simulate(**kw, train_cfg=TrainConfig(steps=5, device="cuda"))
     num = [c for c in cpu.columns if cpu[c].dtype.kind == "f"]
     np.testing.assert_allclose(gpu[num].to_numpy(), cpu[num].to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_adam_equals_the_op_by_op_update(dtype, monkeypatch):
+    """The fused kernel path and the op-by-op path give the same updates over many steps."""
+    from lora_theory import optim
+
+    if optim._FUSED_ADAM is None:
+        pytest.skip("this torch has no fused Adam kernel")
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn((2, 3, 4, 16), generator=g, dtype=dtype) for _ in range(20)]
+    lr = torch.rand((2, 3), generator=g, dtype=dtype)
+    rule = optim.Adam(0.9, 0.999, 1e-6)
+    fused_state, fused = rule.init(grads[0]), []
+    for t, gr in enumerate(grads, start=1):
+        fused.append(rule.update(fused_state, gr, lr, t))
+    monkeypatch.setattr(optim, "_FUSED_ADAM", None)
+    plain_state = rule.init(grads[0])
+    tol = 1e-13 if dtype == torch.float64 else 1e-5
+    for t, (gr, want) in enumerate(zip(grads, fused), start=1):
+        torch.testing.assert_close(rule.update(plain_state, gr, lr, t), want, rtol=tol, atol=0)
