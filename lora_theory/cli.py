@@ -111,7 +111,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 
 def _run_derive(args: argparse.Namespace) -> int:
-    from .symbolic import derivation
+    from .derivation import derivation
 
     c = args.lr_exponent
     c = None if c is None else (c[0] if len(c) == 1 else tuple(c))

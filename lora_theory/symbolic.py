@@ -195,52 +195,7 @@ def efficient_region(init=None, optimizer="adam", steps=4, **sgd_kw):
                 for eqs, _, left, _ in kept])
 
 
-def derivation(init, lr_exponent=None, optimizer="adam", steps=4, fmt="markdown", **sgd_kw) -> str:
-    """Step-by-step derivation for one init as a markdown table (``fmt="latex"``: LaTeX tabular).
-
-    The header gives c* (used when ``lr_exponent`` is None); the footer gives the :func:`regime` verdict;
-    in LaTeX both are ``%`` comments. Arguments as in :func:`exponents`.
-
-    >>> print(derivation("B", steps=3).splitlines()[2])
-    Maximal stable shared exponent c* = -1 (optimiser adam); here c_A = -1, c_B = -1.
-    """
-    if fmt not in ("markdown", "latex"):
-        raise ValueError(f"fmt must be one of ['latex', 'markdown'], got {fmt!r}")
-    spec, tex = _as_init(init), fmt == "latex"
-    updates, rules = _optimiser(optimizer, sgd_kw)
-    cstar = max_stable_lr_exponent(spec, optimizer, steps, **sgd_kw)
-    if lr_exponent is None and not cstar.is_finite:
-        raise ValueError(f"init {init!r} has no finite maximal exponent (c* = {cstar}); pass lr_exponent")
-    ca, cb = _lr_pair(cstar if lr_exponent is None else lr_exponent)
-    rows = _trajectory(spec, ca, cb, updates, steps)
-    name = INITS[init].description if isinstance(init, str) else f"γ[A_0] = {spec.a}, γ[B_0] = {spec.b}"
-    head = [f"{name}; x_0 = γ[A_0 Z] = γ[A_0] + 1/2 = {_plain(rows[0]['z_a'])}, "
-            f"y_0 = γ[B_0] = {_plain(spec.b)}.",
-            f"Maximal stable shared exponent c* = {_plain(cstar)} (optimiser {optimizer}); "
-            f"here c_A = {_plain(ca)}, c_B = {_plain(cb)}.", rules,
-            "δ¹ = y_{t−1} + γ[ΔZ_A^t], δ² = γ[ΔB_t] + x_{t−1}, δ³ = γ[ΔB_t] + γ[ΔZ_A^t], "
-            "z_t = max(z_{t−1}, δ¹, δ², δ³)."]
-    show = (lambda v: f"${sympy.latex(v)}$") if tex else _plain  # table cells
-    cols = _TEX if tex else _MD
-    body = [[str(r["step"])] + ["" if r["step"] == 0 and k[0] == "d" else show(r[k]) for k in _KEYS[1:]]
-            for r in rows]
-    table = (["\\begin{tabular}{" + "r" * len(cols) + "}", " & ".join(cols) + " \\\\ \\hline",
-              *[" & ".join(b) + " \\\\" for b in body], "\\end{tabular}"] if tex else
-             ["| " + " | ".join(x) + " |" for x in [cols, ["---"] * len(cols), *body]])
-    v = regime(spec, (ca, cb), optimizer, steps, **sgd_kw) if steps >= WINDOW else None
-    foot = ("Verdict (t ≥ 3): needs steps >= 3." if v is None else
-            f"Verdict (t ≥ 3): {v.regime}; internally {'un' if v.internally_unstable else ''}stable; "
-            f"B {'' if v.b_under_trained else 'not '}under-trained.")
-    note = "% " if tex else ""  # in LaTeX the text lines are comments around the tabular
-    return "\n".join([note + "### Derivation", *(note + h for h in head), "", *table, "", note + foot])
-
-
 # ----------------------------------------------------------------------------------------- private
-
-_KEYS = ["step", "z_a", "b", "b_shift", "z_b", "delta1", "delta2", "delta3"]  # columns of the derivation table
-_MD = ["t", "γ[Z_A]", "γ[B]", "γ[B−B_0]", "γ[Z_B]", "γ[δ¹]", "γ[δ²]", "γ[δ³]"]
-_TEX = ["$t$"] + [rf"$\gamma[{v}]$" for v in ("Z_A", "B", "B-B_0", "Z_B", *(rf"\delta^{i}" for i in "123"))]
-
 
 def _sign_updates(x, y, u, init, ca, cb):
     # g_A Z = sign(S) sign(Z)ᵀZ: coherent over n; g_B has ±1 entries. sign(0) = 0 for a zero partner.
@@ -343,10 +298,8 @@ def _solve_clause(eqs, stable):
 
 def _absorbs(big, small) -> bool:
     """True when ``small`` (clause with more equalities) lies inside ``big``: its equalities hold there."""
-    if len(big[0]) >= len(small[0]):
-        return False
     zero = set(small[3]) & {-q for q in small[3]}  # q ≤ 0 and −q ≤ 0 ⇒ q = 0
-    return all((v := sympy.expand(e.subs(small[1]))) == 0 or v in zero for e in big[0])
+    return len(big[0]) < len(small[0]) and all((v := sympy.expand(e.subs(small[1]))) == 0 or v in zero for e in big[0])
 
 
 def _frontier(items) -> list:
@@ -389,17 +342,13 @@ def _exact(value, name, zero_ok=False):
         value = Fraction(value).limit_denominator(10**6)
     try:
         v = sympy.Rational(value) if isinstance(value, Fraction) else sympy.sympify(value, strict=True)
-    except (sympy.SympifyError, TypeError):
+    except (sympy.SympifyError, TypeError):  # reported below
         v = sympy.nan
     if not (isinstance(v, sympy.Expr) and v is not sympy.nan and v.is_extended_real is not False
             and (v.is_finite is not False or (zero_ok and v == -oo))):
         raise ValueError(f"{name} must be a finite exponent{' or -oo (exact zero)' if zero_ok else ''}, "
                          f"got {value!r}")
     return v
-
-
-def _plain(v) -> str:
-    return "-∞" if v == -oo else str(v)
 
 
 def _check_steps(steps, low=1):

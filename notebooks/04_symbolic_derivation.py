@@ -12,10 +12,11 @@ quick = False
 from IPython.display import Markdown, display
 
 from lora_theory import symbolic
+from lora_theory.derivation import derivation
 from lora_theory.figures import fig_coord_check
 
-display(Markdown(symbolic.derivation("A")))
-display(Markdown(symbolic.derivation("B")))
+display(Markdown(derivation("A")))
+display(Markdown(derivation("B")))
 
 # %% [markdown]
 # The maximal stable exponent for a general init (γ[A_0], γ[B_0]) and the efficient region of LoRA+:

@@ -7,6 +7,8 @@ Budget: < 60 s with 2 threads; the training runs are a few steps each.
 
 import importlib.util
 import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -140,6 +142,17 @@ def test_resume_trains_nothing_new(sweep, monkeypatch):
     pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False)
     assert sorted(p.name for p in kw["out_dir"].iterdir()) == files
     assert len(llm.combine_runs(kw["out_dir"])) == len(df)
+
+
+def test_process_pool_executor_gives_the_same_run(sweep):
+    """A run trained in a spawned worker equals the same run trained in this process."""
+    kw, df = sweep
+    one = dict(kw, lrs=1e-3, inits="A", out_dir=None)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        remote = llm.llm_sweep(**one, executor=pool)
+    local = df[(df["init"] == "A") & (df["lr"] == 1e-3)]
+    pd.testing.assert_frame_equal(remote.drop(columns="wall_s").reset_index(drop=True),
+                                  local.drop(columns="wall_s").reset_index(drop=True), check_dtype=False)
 
 
 def test_coord_check_per_module_from_the_cache(sweep, monkeypatch):

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from sympy import Max, Rational, oo
 
 from lora_theory.config import RegistryKeyError
+from lora_theory.derivation import derivation
 from lora_theory.symbolic import (
-    COLUMNS, REGIMES, InitExponents, Regime, c, c_A, c_B, contract, derivation, efficient_region, exponents,
+    COLUMNS, REGIMES, InitExponents, Regime, c, c_A, c_B, contract, efficient_region, exponents,
     gamma_A, gamma_B, gamma_product, gamma_sum, max_stable_lr_exponent, max_stable_lr_exponent_symbolic,
     regime,
 )
