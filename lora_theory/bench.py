@@ -69,8 +69,8 @@ def machine_peaks(threads: int) -> dict[str, float]:
     return {"matmul_gflops": flops / 1e9, "bandwidth_gbs": bandwidth / 1e9}
 
 
-def bench_case(case: Case, peaks: dict[str, float], threads: int) -> dict:
-    """Time the engine and the per-configuration loop on one case; check they agree."""
+def bench_case(case: Case, peaks: dict[str, float], threads: int, repeats: int = 3) -> dict:
+    """Time the engine and the per-configuration loop on one case (best of ``repeats``); check they agree."""
     torch.set_num_threads(threads)
     model = ModelConfig(setting=case.setting, n_train=case.n_train, n_test=16)
     cfg = TrainConfig(steps=case.steps, record_every=case.steps)
@@ -81,12 +81,8 @@ def bench_case(case: Case, peaks: dict[str, float], threads: int) -> dict:
     # would inflate the speed-up, most of all on short cases)
     run_unit(replace(unit, train=replace(cfg, steps=1, record_every=1)))
     _loop(replace(case, lrs=case.lrs[:1], seeds=case.seeds[:1], steps=2), fz)
-    t0 = time.perf_counter()
-    df = run_unit(unit)
-    t_engine = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    loop_final = _loop(case, fz)
-    t_loop = time.perf_counter() - t0
+    (t_engine, df), (t_loop, loop_final) = (_timed(fn, repeats) for fn in (lambda: run_unit(unit),
+                                                                          lambda: _loop(case, fz)))
     engine_final = df[df.step == case.steps].sort_values(["lr", "seed"])["loss"].to_numpy()
     n_cfg = len(case.lrs) * len(case.seeds)
     work = n_cfg * case.steps
@@ -128,7 +124,7 @@ def run_bench(quick: bool = False, threads: int | None = None) -> dict:
     """
     threads = threads or torch.get_num_threads()
     peaks = machine_peaks(threads)
-    cases = [bench_case(c, peaks, threads) for c in CASES["quick" if quick else "full"]]
+    cases = [bench_case(c, peaks, threads, repeats=2 if quick else 3) for c in CASES["quick" if quick else "full"]]
     head = next(c for c in cases if c["case"] == HEADLINE["quick" if quick else "full"])
     wide = cases[-1]
     memory = memory_check(width=2 ** 10, n_train=100, configs=4, steps=2) if quick else memory_check()
@@ -182,11 +178,17 @@ def _roofline_time(case: Case, peaks: dict[str, float]) -> float:
     return max(flops / (peaks["matmul_gflops"] * 1e9), traffic / (peaks["bandwidth_gbs"] * 1e9))
 
 
-def _best(fn, reps: int) -> float:
-    fn()
+def _timed(fn, repeats: int):
+    """(best wall time of ``repeats`` calls, the last result): the minimum is the least noisy estimate."""
     times = []
-    for _ in range(reps):
+    for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        out = fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(times), out
+
+
+def _best(fn, reps: int) -> float:
+    """Best of ``reps`` timed calls after one warm-up call."""
+    fn()
+    return _timed(fn, reps)[0]

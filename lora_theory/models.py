@@ -74,8 +74,11 @@ class LayerSetting:
         return loss, (err.div_(N) if grad else None)  # G = ∂loss/∂(s·BAZ)
 
     def grads(self, fz: Frozen, G: torch.Tensor, ZA: torch.Tensor, B: torch.Tensor, s: float):
-        """∂loss/∂A = s·(G B)ᵀ Z (S, L, r, n) and ∂loss/∂B = s·Gᵀ Z_A (S, L, n, r)."""
-        return s * _t_matmul_z(G @ B, fz.Z), s * (ZA.transpose(-1, -2) @ G).transpose(-1, -2)
+        """∂loss/∂A = s·(G B)ᵀ Z (S, L, r, n) and ∂loss/∂B = s·Gᵀ Z_A (S, L, n, r).
+
+        s multiplies the small (S, L, N, r) factors, not the (S, L, ·, n) results (one pass fewer each).
+        """
+        return _t_matmul_z((G @ B).mul_(s), fz.Z), G.transpose(-1, -2) @ (s * ZA)
 
 
 class ToySetting:
@@ -109,10 +112,11 @@ class ToySetting:
     def grads(self, fz: Frozen, ctx, ZA: torch.Tensor, B: torch.Tensor, s: float):
         """With G = e wᵀ ⊙ M: G B = e ⊙ (M (w ⊙ B)) and Gᵀ Z_A = w ⊙ (Mᵀ (e ⊙ Z_A)); two rank-r matmuls on M."""
         M, e = ctx
+        se = (s * e)[..., None]  # (S, L, N, 1): s folded into the small factors
         w = fz.w_out[:, None, :, None]  # (S, 1, n, 1)
-        GB = (M @ (w * B)) * e[..., None]  # (S, L, N, r)
-        gB = ((e[..., None] * ZA).transpose(-1, -2) @ M).transpose(-1, -2) * w  # (S, L, n, r)
-        return s * _t_matmul_z(GB, fz.Z), s * gB
+        GB = (M @ (w * B)).mul_(se)  # (S, L, N, r)
+        gB = ((se * ZA).transpose(-1, -2) @ M).transpose(-1, -2) * w  # (S, L, n, r)
+        return _t_matmul_z(GB, fz.Z), gB
 
 
     def _build_one(self, n: int, seed: int, cfg: ModelConfig, dtype: torch.dtype):
