@@ -88,11 +88,10 @@ def plan(grid: dict[str, list], model: ModelConfig, cfg: TrainConfig, budget: in
     S seeds × L learning rates holds S·L of them. The learning-rate axis is split first, then seeds.
     """
     pairs = list(itertools.product(grid["lrs"], grid["lr_exponent"]))
-    units = []
+    units, seeds = [], grid["seeds"]
+    N = model.n_train + (model.n_test if model.setting == "toy" else 0)
     for n, r, init, opt in itertools.product(grid["widths"], grid["ranks"], grid["inits"], grid["optimizers"]):
-        N = model.n_train + (model.n_test if model.setting == "toy" else 0)
         per_config = 6 * N * n * (8 if cfg.dtype == "float64" else 4)
-        seeds = grid["seeds"]
         n_lr = max(1, min(len(pairs), budget // (per_config * len(seeds))))
         n_seed = len(seeds) if n_lr > 1 else max(1, min(len(seeds), budget // per_config))
         for j in range(0, len(pairs), n_lr):  # seeds are split only when n_lr == 1: row order is kept

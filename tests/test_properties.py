@@ -9,9 +9,8 @@ modest widths. Draws are derandomized so CI sees the same examples every run.
 
 The ±0.2 bound holds for most draws, not all. It is a fit over 3 seeds, and at rank 2 the seed noise
 is large. A 300-example random run (session 2) found init AB, rank 2, Adam, seeds 1530–1532 with a
-B_t − B_0 slope of −0.74 (theory −1/2). Seven seed groups around it gave a mean of −0.53 and a range of
-−0.64..−0.41 at n = 2^7..2^11, and −0.515 (−0.60..−0.43) at n = 2^9..2^13: noise, not bias. A
-separate 960-draw random check before that had a worst deviation of 0.183. See paper_repro.md.
+B_t − B_0 slope of −0.74 (theory −1/2). Neighbouring seed groups average −0.53, so this is noise, not
+bias. paper_repro.md gives the commands that reproduce it.
 """
 
 import pytest
