@@ -8,7 +8,7 @@ from .inits import INITS, InitSpec, sample_init
 from .models import SETTINGS
 from .optim import OPTIMIZERS
 from .simulate import COLUMNS, simulate
-from .sweep import Unit, run_unit
+from .simulate import Unit, run_unit
 
 __all__ = ["COLUMNS", "INITS", "InitSpec", "ModelConfig", "OPTIMIZERS", "SETTINGS", "TrainConfig",
            "Unit", "run_unit", "sample_init", "simulate"]

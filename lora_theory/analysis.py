@@ -3,7 +3,9 @@
 * :func:`optimal_lr`: the loss-optimal learning rate per group (the paper's Fig. 2 criterion).
 * :func:`max_stable_lr`: the feature-level maximal stable learning rate, the largest η below the
   first η whose max_t RMS(Z_B) exceeds a threshold τ (Theorem 1/2's stability, Z_B = O(1)).
-* :func:`classify_regime`: the regime of PAPER.md §2.2 read off measured width exponents.
+* :func:`classify_regime`: the regime of docs/theory.md §4 read off measured width exponents;
+  :func:`regime_table` puts it next to the γ-calculus's verdict for a grid of (init, c).
+* :func:`slope_table`: measured width exponents next to the theory's (``stats.STATS[...].theory``).
 
 Glossary: η learning rate, n width, c = γ[η], τ the Z_B threshold.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .fit import fit_exponent
+from .fit import fit_exponent, fit_exponents
 
 REGIME_TOLERANCE = 0.15  # |slope| below this counts as Θ(1) when reading a regime off measurements
 
@@ -69,7 +71,7 @@ def window_rms(df: pd.DataFrame, stats, first_step: int = 2, by=("init", "lr_exp
 
 
 def classify_regime(slopes: dict[str, float], tol: float = REGIME_TOLERANCE) -> tuple[str, bool]:
-    """Regime (PAPER.md §2.2) from measured width exponents of z_b, dz_b, δ¹, δ² and z_a.
+    """Regime (docs/theory.md §4) from measured width exponents of z_b, dz_b, δ¹, δ² and z_a.
 
     unstable if Z_B grows (slope > tol); else feature learning if ΔZ_B = Θ(1) (slope ≥ −tol), and
     efficient if moreover δ¹ and δ² are both Θ(1); otherwise stable without feature learning.
@@ -98,23 +100,43 @@ def measured_slopes(df: pd.DataFrame, stats, first_step: int = 2) -> dict[str, f
 def slope_table(df: pd.DataFrame, stats=("z_a_rms", "z_b_rms", "b_shift_rms"), first_step: int = 2,
                 per_step: bool = False) -> pd.DataFrame:
     """Width exponents per (init, lr_exponent[, step]) with 95% seed-bootstrap intervals, next to the
-    γ-calculus prediction (the window fit uses steps ≥ ``first_step``; theory at the last step).
+    γ-calculus prediction of each statistic (``stats.STATS[stat].theory``; the window fit uses steps ≥
+    ``first_step`` and is compared with the theory at the last step).
 
     Columns: ``init, lr_exponent, [step,] stat, slope, lo, hi, theory``.
     """
-    from .fit import fit_exponents
-    from .symbolic import exponents
+    from .theory import theory_exponent
 
     if per_step:
         table = fit_exponents(df[df.step >= 1], list(stats), ["init", "lr_exponent", "step"])
     else:
         table = fit_exponents(window_rms(df, stats, first_step), list(stats), ["init", "lr_exponent"])
     last = int(df.step.max())
-    key = {"z_a_rms": "z_a", "z_b_rms": "z_b", "b_shift_rms": "b_shift", "delta1_rms": "delta1",
-           "delta2_rms": "delta2", "delta3_rms": "delta3", "dz_b_rms": "z_b"}
 
     def theory(row):
-        ex = exponents(row.init, row.lr_exponent, steps=last).set_index("step")
-        return float(ex.loc[int(row.step) if per_step else last, key[row.stat]])
+        gamma = theory_exponent(row.stat, row.init, row.lr_exponent, int(row.step) if per_step else last, steps=last)
+        return np.nan if gamma is None else float(gamma)
 
     return table.assign(theory=table.apply(theory, axis=1))
+
+
+REGIME_STATS = ("z_b_rms", "dz_b_rms", "delta1_rms", "delta2_rms", "z_a_rms")
+
+
+def regime_table(df: pd.DataFrame, steps: int, first_step: int = 3) -> pd.DataFrame:
+    """Theory vs measured regime for every (init, lr_exponent) of a layer-setting sweep ``df``.
+
+    The theory is :func:`lora_theory.theory.regime` at c; the measurement is :func:`classify_regime` of
+    the window-RMS width exponents (steps ≥ ``first_step``). Columns: ``init, c, regime,
+    internally_unstable, measured, measured_internally_unstable, agree``.
+    """
+    from .theory import regime
+
+    rows = []
+    for (init, c), sel in df.groupby(["init", "lr_exponent"], sort=False):
+        r = regime(init, float(c), steps=steps)
+        measured, unstable = classify_regime(measured_slopes(sel, REGIME_STATS, first_step=first_step))
+        rows.append({"init": init, "c": float(c), "regime": r.regime, "internally_unstable": r.internally_unstable,
+                     "measured": measured, "measured_internally_unstable": unstable,
+                     "agree": measured == r.regime and unstable == r.internally_unstable})
+    return pd.DataFrame(rows)

@@ -31,7 +31,7 @@ from .config import ModelConfig, TrainConfig
 from .inits import sample_init
 from .models import init_generator
 from .reference import reference_run, seed_slice
-from .sweep import Unit, _frozen, run_unit
+from .simulate import LearningRate, Unit, frozen_parts, run_unit
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ def bench_case(case: Case, peaks: dict[str, float], threads: int, repeats: int =
     model = ModelConfig(setting=case.setting, n_train=case.n_train, n_test=16)
     cfg = TrainConfig(steps=case.steps, record_every=case.steps)
     unit = Unit(model, cfg, case.width, case.rank, case.init, "adam", case.seeds,
-                tuple((lr, None) for lr in case.lrs))
-    fz = _frozen(model, case.width, case.seeds, cfg.dtype, cfg.device)  # built once, outside the timings
+                tuple(LearningRate(lr, None) for lr in case.lrs))
+    fz = frozen_parts(model, case.width, case.seeds, cfg.dtype, cfg.device)  # built once, outside the timings
     # warm both up (first calls of autograd, torch.optim and the kernels are slow; a cold loop
     # would inflate the speed-up, most of all on short cases)
     run_unit(replace(unit, train=replace(cfg, steps=1, record_every=1)))

@@ -8,6 +8,7 @@ no logic beyond parsing and calling the library.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from dataclasses import MISSING, fields
@@ -40,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     parser = argparse.ArgumentParser(prog="lora-theory", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lora-theory {version('lora_theory')}")
     sub = parser.add_subparsers(dest="command")
     sim = sub.add_parser("simulate", help="train a grid of LoRA configurations, write a tidy CSV/Parquet",
                          description="Train widths × ranks × inits × optimisers × learning rates × seeds "
@@ -52,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--absolute-lr", action="store_true", help="treat --lrs as absolute learning rates")
     _add_dataclass_options(sim, ModelConfig)
     _add_dataclass_options(sim, TrainConfig)
-    sim.add_argument("--out", type=Path, default=Path("simulate.csv"), help="output .csv or .parquet file")
+    sim.add_argument("--out", type=Path, default=Path("simulate.csv"),
+                     help="output .csv or .parquet file, checked before the sweep starts (default: simulate.csv)")
     sim.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_run_options(sim)
     sim.set_defaults(run=_run_simulate)
     ben = sub.add_parser("bench", help="time the batched engine against a per-configuration torch loop")
     ben.add_argument("--quick", action="store_true", help="small cases (seconds)")
@@ -71,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--only", nargs="+", default=None, metavar="NAME", help="figures to build (default: all)")
     fig.add_argument("--out", type=Path, default=Path("figures"), help="output directory")
     fig.add_argument("--cache-dir", type=Path, default=Path(".lora_theory_cache"),
-                     help="where finished sweep units are kept (reruns load them)")
+                     help="where finished sweep units are kept; reruns load them (default: .lora_theory_cache)")
     fig.set_defaults(run=_run_figures)
     der = sub.add_parser("derive", help="print the γ-exponent derivation of each initialisation")
     der.add_argument("--inits", nargs="+", default=["A", "B"], help="initialisations to derive")
@@ -87,20 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate
 
-    if args.out.suffix not in (".csv", ".parquet"):
-        raise ValueError(f"--out must end in .csv or .parquet, got {str(args.out)!r}")
-    if args.out.suffix == ".parquet":
-        import importlib.util
-
-        if importlib.util.find_spec("pyarrow") is None:
-            raise ValueError("--out *.parquet needs pyarrow (pip install pyarrow); use a .csv path otherwise")
+    _check_out(args.out)
     model = ModelConfig(**_collect(args, ModelConfig))
     train_cfg = TrainConfig(**_collect(args, TrainConfig))
     kwargs = {k: getattr(args, k) for k in _SWEEP if getattr(args, k) is not None}
     if args.absolute_lr:
         kwargs["lr_exponent"] = None
-    df = simulate(**kwargs, model=model, train_cfg=train_cfg, progress=not args.no_progress)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.absolute_lr and args.lr_exponent is not None:
+        raise ValueError("--absolute-lr and --lr-exponent exclude each other: absolute learning rates have no "
+                         "width exponent")
+    df = simulate(**kwargs, model=model, train_cfg=train_cfg, progress=not args.no_progress,
+                  cache_dir=args.cache_dir, threads=args.threads, max_batch_bytes=args.max_batch_bytes)
     if args.out.suffix == ".parquet":
         df.to_parquet(args.out, index=False)
     else:
@@ -110,8 +113,37 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="keep finished units here; a rerun (e.g. after a kill) loads them (default: no cache)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads while a unit runs "
+                        "(default: torch's own setting)")
+    parser.add_argument("--max-batch-bytes", type=int, default=2 ** 31,
+                        help="memory budget of one batched computation (default: 2**31)")
+
+
+def _check_out(out: Path) -> None:
+    """The output file must be writable with a supported extension: checked before any computation."""
+    if out.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"--out must end in .csv or .parquet, got {str(out)!r}")
+    if out.is_dir():
+        raise ValueError(f"--out must be a file path, got the directory {str(out)!r}")
+    if out.suffix == ".parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ValueError("--out *.parquet needs pyarrow (pip install 'lora_theory[parquet]'); use a .csv path "
+                             "otherwise")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out: cannot create the folder {str(out.parent)!r} ({err.strerror})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise ValueError(f"--out: the folder {str(out.parent)!r} is not writable")
+
+
 def _run_derive(args: argparse.Namespace) -> int:
-    from .derivation import derivation
+    from .theory import derivation
 
     c = args.lr_exponent
     c = None if c is None else (c[0] if len(c) == 1 else tuple(c))

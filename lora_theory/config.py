@@ -21,7 +21,9 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
 
-Setting = Literal["layer", "toy"]
+from .checks import check_finite, check_int, check_positive
+
+SettingName = Literal["layer", "toy"]
 Scaling = Literal["lora", "rslora"]
 Readout = Literal["sp", "mup"]
 DType = Literal["float64", "float32"]
@@ -38,7 +40,7 @@ class ModelConfig:
         1
     """
 
-    setting: Setting = field(default="layer", metadata={"help": "layer: one LoRA layer Z̄ = W*Z + s·BAZ, "
+    setting: SettingName = field(default="layer", metadata={"help": "layer: one LoRA layer Z̄ = W*Z + s·BAZ, "
                              "loss ½‖Z̄−y‖² (the theorems); toy: teacher-student ReLU MLP, LoRA on W_h"})
     alpha: float | None = field(default=None, metadata={"help": "LoRA alpha; default: alpha = r under 'lora' "
                                 "scaling and √r under 'rslora', i.e. multiplier s = 1"})
@@ -58,12 +60,12 @@ class ModelConfig:
         if self.n_train is None:
             object.__setattr__(self, "n_train", 1 if self.setting == "layer" else 256)
         for name in ("n_train", "n_test", "d_in", "teacher_width", "teacher_rank"):
-            _check_int(name, getattr(self, name), low=1)
+            check_int(name, getattr(self, name), low=1)
         if self.teacher_rank > self.teacher_width:
             raise ValueError(f"teacher_rank must be <= teacher_width, got {self.teacher_rank} > "
                              f"{self.teacher_width}")
         if self.alpha is not None:
-            _check_positive("alpha", self.alpha)
+            check_positive("alpha", self.alpha)
 
     def multiplier(self, r: int) -> float:
         """The LoRA multiplier s in W = W* + s·B·A for rank ``r``.
@@ -98,64 +100,48 @@ class TrainConfig:
                                      "(LoRA+ theory: 1)"})
     record_every: int = field(default=1, metadata={"help": "record statistics every k steps "
                               "(step 0 and the last step are always recorded)"})
-    diverge_threshold: float = field(default=1e6, metadata={"help": "a run is diverged when its loss, "
-                                     "z_b_rms or loss/initial loss is non-finite or exceeds this"})
+    diverge_threshold: float = field(default=1e6, metadata={"help": "τ: a run is diverged at the first "
+                                     "step where its loss or z_b_rms is non-finite, z_b_rms > τ, or the loss "
+                                     "exceeds τ both absolutely and relative to its initial value"})
     dtype: DType = field(default="float64", metadata={"help": "floating point type of the engine"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
 
     def __post_init__(self) -> None:
         _check_literals(self)
-        _check_int("steps", self.steps, low=1)
-        _check_int("record_every", self.record_every, low=1)
+        check_int("steps", self.steps, low=1)
+        check_int("record_every", self.record_every, low=1)
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         for name in ("eps", "lr_ratio", "diverge_threshold"):
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in ("eps_exponent", "lr_ratio_exponent"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            check_finite(name, getattr(self, name))
+        if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got {self.device!r}")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"device={self.device!r} needs a CUDA build of torch and a GPU; this torch has "
+                                 "none: use device='cpu'")
+
+    def lr_b_factor(self, n: int) -> float:
+        """η_B / η_A at width n: ``lr_ratio · n**lr_ratio_exponent``.
+
+        >>> TrainConfig(lr_ratio=2.0, lr_ratio_exponent=1.0).lr_b_factor(8)
+        16.0
+        """
+        return self.lr_ratio * n ** self.lr_ratio_exponent
 
 
 def _check_literals(cfg: object) -> None:
     """Raise ValueError naming the field when a ``Literal`` field holds another value."""
-    hints = {"setting": Setting, "scaling": Scaling, "readout": Readout, "dtype": DType}
+    hints = {"setting": SettingName, "scaling": Scaling, "readout": Readout, "dtype": DType}
     for f in fields(cfg):
         if f.name in hints:
             allowed = get_args(hints[f.name])
             value = getattr(cfg, f.name)
             if value not in allowed:
                 raise ValueError(f"{f.name} must be one of {list(allowed)}, got {value!r}")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-
-
-class RegistryKeyError(KeyError, ValueError):
-    """An unknown registry key; both a ``KeyError`` (registry lookup) and a ``ValueError`` (bad input)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def lookup(registry: dict, key: object, param: str):
-    """``registry[key]``, or a :class:`RegistryKeyError` naming ``param`` and the valid keys.
-
-    >>> lookup({"a": 1}, "a", "init")
-    1
-    """
-    try:
-        return registry[key]
-    except (KeyError, TypeError):
-        raise RegistryKeyError(f"{param} must be one of {sorted(registry)}, got {key!r}") from None

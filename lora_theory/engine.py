@@ -9,28 +9,28 @@ Forward at step t (weights after t updates), for inputs Z (S, N, n):
 Gradients, with G = ∂loss/∂Z_B (never stored by the toy; see models.ToySetting.grads):
     ∂loss/∂A = s · (G B)ᵀ Z        (S, L, r, n)
     ∂loss/∂B = s · Gᵀ Z_A          (S, L, n, r)
-RMS(Z_B) is read off the r×r Gram matrix BᵀB each step (``z_b_rms``), for the divergence check.
-Feature-update decomposition at step t (PAPER.md §2.1), with ΔA_t, ΔB_t the last update:
-    δ¹ = s·B_{t−1} ΔA_t Z,  δ² = s·ΔB_t A_{t−1} Z,  δ³ = s·ΔB_t ΔA_t Z,  ΔZ_B = δ¹ + δ² + δ³.
+The recorded statistics are those of :mod:`lora_theory.stats` (``STATS``: definitions, computation,
+theory exponents). RMS(Z_B) is read off the r×r Gram matrix BᵀB every step, for the divergence check.
 
-Statistics are RMS per entry (PAPER.md §9 pitfall 3). A configuration whose loss, Z_B RMS or
-loss/initial-loss ratio becomes non-finite or exceeds the threshold is marked diverged at that
-step; its weights are zeroed and frozen, so it can never spoil another configuration.
+A configuration is marked diverged at the first step where its loss or RMS(Z_B) is non-finite, or
+RMS(Z_B) exceeds ``TrainConfig.diverge_threshold`` τ, or the loss exceeds τ both in absolute value and
+relative to its initial value (the layer loss is a sum over n entries, so an absolute test alone
+would flag healthy runs at very large n). Its weights are then zeroed and frozen, so it can never
+spoil another configuration; its statistics are NaN after that step.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from . import stats
 from .config import TrainConfig
-from .models import Frozen
+from .models import Frozen, za
 
-STATS = ("loss", "test_loss", "z_a_rms", "z_b_rms", "dz_b_rms", "delta1_rms", "delta2_rms",
-         "delta3_rms", "b_shift_rms", "a_shift_rms")
+STATS = tuple(stats.STATS)  # recorded columns, in the registry's order
 
 
 @dataclass(frozen=True)
@@ -62,19 +62,19 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
     alive = torch.ones((S, L), dtype=torch.bool, device=A.device)
     dA = dB = None
     loss0 = None
-    record = _record_steps(cfg)
+    record = record_steps(cfg)
     out = {k: [] for k in STATS}
     div = []
     work = torch.empty((S, L, fz.Z.shape[1], fz.Z.shape[2]), dtype=A.dtype, device=A.device)  # (S, L, N, n)
     for t in range(cfg.steps + 1):
         ZA, loss, ctx = forward(setting, fz, A, B, s, grad=t < cfg.steps, out=work)
-        zb = z_b_rms(ZA, B, s)
+        zb = stats.z_b_rms(ZA, B, s)
         loss0 = loss.detach().clone() if loss0 is None else loss0
         bad = alive & _diverging(loss, loss0, zb, cfg.diverge_threshold)
         if t in record:
-            vals = {"loss": loss, "z_a_rms": _rms(ZA), "z_b_rms": zb}
-            vals.update(_shift_stats(A, B, A0, B0))
-            vals.update(_delta_stats(fz.Z, ZA, B, dA, dB, s, like=loss))
+            vals = {"loss": loss, "z_a_rms": stats.rms(ZA), "z_b_rms": zb}
+            vals.update(stats.shift_stats(A, B, A0, B0))
+            vals.update(stats.delta_stats(fz.Z, ZA, B, dA, dB, s, like=loss))
             vals["test_loss"] = _test_loss(setting, fz, A, B, s) if fz.has_test else torch.full_like(loss, float("nan"))
             for k in STATS:  # configurations that died before this step report NaN
                 out[k].append(torch.where(alive, vals[k], torch.nan).cpu().numpy())
@@ -96,40 +96,17 @@ def forward(setting, fz: Frozen, A: torch.Tensor, B: torch.Tensor, s: float, gra
 
     ``out`` is the (S, L, N, n) work buffer the setting writes into (allocated once per run).
     """
-    ZA = _za(fz.Z, A)  # (S, L, N, r)
+    ZA = za(fz.Z, A)  # (S, L, N, r)
     loss, ctx = setting.loss(fz, ZA, B, s, grad=grad, out=out)
     return ZA, loss, ctx
 
 
-def z_b_rms(ZA: torch.Tensor, B: torch.Tensor, s: float) -> torch.Tensor:
-    """RMS of Z_B = s·Z_A Bᵀ without forming it: ‖Z_B‖² = s² Σ_k Z_A,k ᵀ (BᵀB) Z_A,k, (S, L).
-
-    Works for any low-rank product: Z_A (S, L, N, k) and B (S, L, n, k).
-    """
-    N, n = ZA.shape[2], B.shape[2]
-    gram = B.transpose(-1, -2) @ B  # (S, L, r, r)
-    sq = ((ZA @ gram) * ZA).sum(dim=(2, 3))
-    return (s * s * sq.clamp(min=0) / (N * n)).sqrt()
-
-
-def _record_steps(cfg: TrainConfig) -> set[int]:
+def record_steps(cfg: TrainConfig) -> set[int]:
     return set(range(0, cfg.steps + 1, cfg.record_every)) | {cfg.steps}
 
 
-def _za(Z: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """Z Aᵀ for Z (S, N, n) and A (S, L, r, n) as one matmul per seed: (S, L, N, r)."""
-    S, L, r, n = A.shape
-    ZA = Z @ A.reshape(S, L * r, n).transpose(-1, -2)  # (S, N, L·r)
-    return ZA.reshape(S, -1, L, r).permute(0, 2, 1, 3)
-
-
-def _rms(x: torch.Tensor) -> torch.Tensor:
-    """Root-mean-square over all but the two leading (S, L) axes (one pass, no temporary)."""
-    dims = tuple(range(2, x.dim()))
-    return torch.linalg.vector_norm(x, dim=dims) / math.sqrt(math.prod(x.shape[2:]))
-
-
 def _diverging(loss, loss0, zb, threshold: float) -> torch.Tensor:
+    """Non-finite loss or Z_B, or Z_B > τ, or the loss > τ both absolutely and relative to its start."""
     ratio = loss / torch.clamp(loss0, min=torch.finfo(loss.dtype).tiny)
     finite = torch.isfinite(loss) & torch.isfinite(zb)
     return ~finite | (loss > threshold) & (ratio > threshold) | (zb > threshold)
@@ -142,25 +119,5 @@ def _kill(x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
     return torch.where(dead.reshape(dead.shape + (1,) * (x.dim() - 2)), 0.0, x)
 
 
-def _shift_stats(A, B, A0, B0) -> dict[str, torch.Tensor]:
-    return {"b_shift_rms": _rms(B - B0[:, None]), "a_shift_rms": _rms(A - A0[:, None])}
-
-
-def _delta_stats(Z, ZA, B, dA, dB, s, like) -> dict[str, torch.Tensor]:
-    """RMS of δ¹, δ², δ³ and ΔZ_B at the current step (NaN at step 0), all from rank-r factors.
-
-    δ¹ = s·ΔZ_A B_{t−1}ᵀ, δ² = s·Z_A^{t−1} ΔBᵀ, δ³ = s·ΔZ_A ΔBᵀ and
-    ΔZ_B = s·[Z_A^t, −Z_A^{t−1}] [B_t, B_{t−1}]ᵀ, so no (N, n) tensor is formed.
-    """
-    keys = ("delta1_rms", "delta2_rms", "delta3_rms", "dz_b_rms")
-    if dA is None:
-        return {k: torch.full_like(like, float("nan")) for k in keys}
-    dZA = _za(Z, dA)  # ΔZ_A = Z ΔAᵀ, (S, L, N, r)
-    ZA_prev, B_prev = ZA - dZA, B - dB
-    return {"delta1_rms": z_b_rms(dZA, B_prev, s), "delta2_rms": z_b_rms(ZA_prev, dB, s),
-            "delta3_rms": z_b_rms(dZA, dB, s),
-            "dz_b_rms": z_b_rms(torch.cat([ZA, -ZA_prev], dim=-1), torch.cat([B, B_prev], dim=-1), s)}
-
-
 def _test_loss(setting, fz: Frozen, A, B, s) -> torch.Tensor:
-    return setting.loss(fz, _za(fz.Z_test, A), B, s, test=True, grad=False)[0]
+    return setting.loss(fz, za(fz.Z_test, A), B, s, test=True, grad=False)[0]

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
-from .config import lookup
+from .checks import lookup
 
 Law = Literal["zero", "normal", "uniform"]
 
@@ -64,26 +64,50 @@ class InitSpec:
     coupling: Literal["independent", "orthogonal"] = "independent"
     description: str = field(default="", compare=False)
 
+    colour: str = field(default="tab:gray", compare=False)  # one colour per init in every figure
+
     @property
     def starts_at_pretrained(self) -> bool:
         """True when the adapted layer equals the pretrained one at t = 0 (s·B0A0 absent or removed)."""
         return self.subtract or self.coupling == "orthogonal" or "zero" in (self.a.law, self.b.law)
 
+    def exponents(self) -> "Exponents":
+        """The width exponents the γ-calculus reads (:mod:`lora_theory.theory.recursion`).
+
+        >>> INITS["A"].exponents()
+        Exponents(a=-0.5, b=-inf, starts_at_pretrained=True, product_is_zero=False)
+        """
+        return Exponents(self.a.gamma, self.b.gamma, self.starts_at_pretrained, self.coupling == "orthogonal")
+
+
+class Exponents(NamedTuple):
+    """γ[A_0 entries], γ[B_0 entries] (−inf: exact zero), and whether s·B_0A_0 is absent from the output
+    at t = 0 (absorbed by W*, or zero) or exactly zero although both factors are non-zero."""
+
+    a: float
+    b: float
+    starts_at_pretrained: bool
+    product_is_zero: bool
+
 
 INITS: dict[str, InitSpec] = {
-    "A": InitSpec(Dist("normal", 1.0, -1.0), ZERO, description="Init[A]: A ~ N(0, 1/n), B = 0"),
-    "B": InitSpec(ZERO, Dist("normal", 1.0, 0.0, -1.0), description="Init[B]: A = 0, B ~ N(0, 1/r)"),
+    "A": InitSpec(Dist("normal", 1.0, -1.0), ZERO, description="Init[A]: A ~ N(0, 1/n), B = 0",
+                  colour="tab:blue"),
+    "B": InitSpec(ZERO, Dist("normal", 1.0, 0.0, -1.0), description="Init[B]: A = 0, B ~ N(0, 1/r)",
+                  colour="tab:red"),
     "AB": InitSpec(Dist("normal", 1.0, -1.0), Dist("normal", 1.0, -1.0), subtract=True,
-                   description="Init[AB]: A, B ~ N(0, 1/n), W* <- W* - s B0 A0"),
+                   description="Init[AB]: A, B ~ N(0, 1/n), W* <- W* - s B0 A0", colour="tab:green"),
     "AB_raw": InitSpec(Dist("normal", 1.0, -1.0), Dist("normal", 1.0, -1.0),
-                       description="Init[AB] without subtraction: the model starts off the pretrained one"),
-    "peft_true": InitSpec(Dist("uniform", 1 / 3, -1.0), ZERO,
+                       description="Init[AB] without subtraction: the model starts off the pretrained one",
+                       colour="tab:olive"),
+    "peft_true": InitSpec(Dist("uniform", 1 / 3, -1.0), ZERO, colour="tab:purple",
                           description="PEFT init_lora_weights=True: A Kaiming-uniform (var 1/(3n)), B = 0"),
-    "peft_gaussian": InitSpec(Dist("normal", 1.0, 0.0, -2.0), ZERO,
+    "peft_gaussian": InitSpec(Dist("normal", 1.0, 0.0, -2.0), ZERO, colour="tab:brown",
                               description="PEFT 'gaussian': A ~ N(0, 1/r^2), B = 0"),
-    "peft_false": InitSpec(Dist("uniform", 1 / 3, -1.0), Dist("uniform", 1 / 3, 0.0, -1.0),
+    "peft_false": InitSpec(Dist("uniform", 1 / 3, -1.0), Dist("uniform", 1 / 3, 0.0, -1.0), colour="tab:gray",
                            description="PEFT False: nn.Linear defaults, A var 1/(3n), B var 1/(3r)"),
     "peft_orthogonal": InitSpec(Dist("normal", 1 / 200), Dist("normal", 1 / 200), coupling="orthogonal",
+                                colour="tab:cyan",
                                 description="PEFT 'orthogonal': A, B from orthogonal halves of a QR, BA = 0"),
 }
 
@@ -118,6 +142,33 @@ def sample_init(name: str, n: int, r: int, generator: torch.Generator,
     A = _draw(spec.a, (r, n), n, r, generator, dtype)  # (r, n)
     B = _draw(spec.b, (n, r), n, r, generator, dtype)  # (n, r)
     return A, B
+
+
+def absorb_initial_product(name: str, base: torch.Tensor, A0: torch.Tensor, B0: torch.Tensor, s: float,
+                           Z: torch.Tensor | None = None) -> torch.Tensor:
+    """The pretrained part after the init ``name``: ``base − s·B0A0`` when the scheme subtracts, else ``base``.
+
+    This is the one place that says what "W* ← W* − s·B0A0" means. With ``Z`` = None, ``base`` is a weight
+    W* (n_out, n_in) and A0 (r, n_in), B0 (n_out, r) (the PEFT path); with inputs ``Z`` (..., N, n_in),
+    ``base`` is the action Z W*ᵀ (..., N, n_out) and the product s·(Z A0ᵀ) B0ᵀ is formed without any
+    n×n matrix (the simulator). Leading batch axes broadcast.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> A0, B0 = sample_init("AB", 8, 2, g)
+    >>> W = torch.eye(8, dtype=torch.float64)
+    >>> torch.allclose(absorb_initial_product("AB", W, A0, B0, 1.0) + B0 @ A0, W)
+    True
+    """
+    if not get_init(name).subtract:
+        return base
+    if Z is None:
+        return base - (s * (B0 @ A0)).to(base.dtype)
+    return base - s * (Z @ A0.transpose(-1, -2)) @ B0.transpose(-1, -2)
+
+
+def colours() -> dict[str, str]:
+    """Init name → plot colour, read off the registry."""
+    return {name: spec.colour for name, spec in INITS.items()}
 
 
 def _draw(dist: Dist, shape: tuple[int, int], n: int, r: int, generator: torch.Generator,

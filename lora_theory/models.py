@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from .config import ModelConfig, lookup
+from .checks import lookup
+from .config import ModelConfig
 
 _BLOCK = 1024  # rows of a frozen n×n matrix drawn at once (fixed: it is part of the random stream)
 _TAG_FROZEN, _TAG_DATA, _TAG_INIT = 1, 2, 3
@@ -48,6 +50,26 @@ class Frozen:
         return self.Z_test is not None
 
 
+class Setting(Protocol):
+    """What the engine needs of a setting: its frozen parts, its loss and the gradients of A and B."""
+
+    name: str
+
+    def build(self, n: int, seeds: list[int], cfg: ModelConfig, dtype: torch.dtype) -> Frozen:
+        """Frozen tensors of width ``n`` for each seed, stacked on a leading axis."""
+        ...
+
+    def loss(self, fz: Frozen, ZA: torch.Tensor, B: torch.Tensor, s: float, test: bool = False,
+             grad: bool = True, out: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+        """Per-configuration loss (S, L) from Z_A (S, L, N, r) and B (S, L, n, r), and the context of
+        :meth:`grads` (None when ``grad`` is False); ``test`` uses the held-out data."""
+        ...
+
+    def grads(self, fz: Frozen, ctx: Any, ZA: torch.Tensor, B: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """∂loss/∂A (S, L, r, n) and ∂loss/∂B (S, L, n, r)."""
+        ...
+
+
 class LayerSetting:
     """Single LoRA layer with squared loss on its output (the theorems' setting)."""
 
@@ -66,8 +88,11 @@ class LayerSetting:
              grad: bool = True, out: torch.Tensor | None = None):
         """Loss (S, L) from Z_A (S, L, N, r) and B (S, L, n, r); context for :meth:`grads` if ``grad``.
 
-        ``out`` is an optional (S, L, N, n) work buffer, reused across steps by the engine.
+        ``out`` is an optional (S, L, N, n) work buffer, reused across steps by the engine. The layer
+        setting has no held-out data: ``test=True`` is an error.
         """
+        if test:
+            raise ValueError("test=True: the layer setting has no held-out data (only the toy has a test split)")
         err = _lora(ZA, B, s, out).add_((fz.base - fz.target)[:, None])  # (S, L, N, n)
         N = err.shape[2]
         loss = 0.5 * err.square().sum(dim=(2, 3)) / N
@@ -132,10 +157,10 @@ class ToySetting:
         return Z[:N], base[:N], y[:N], w_out, Z[N:], base[N:], y[N:]
 
 
-SETTINGS = {"layer": LayerSetting(), "toy": ToySetting()}
+SETTINGS: dict[str, Setting] = {"layer": LayerSetting(), "toy": ToySetting()}
 
 
-def get_setting(name: str):
+def get_setting(name: str) -> Setting:
     """The registered setting called ``name`` (error lists the valid names)."""
     return lookup(SETTINGS, name, "setting")
 
@@ -178,6 +203,13 @@ def gaussian_matmul(X: torch.Tensor, n_out: int, std: float, g: torch.Generator)
     U = U * torch.sign(U[U.abs().argmax(dim=0), torch.arange(N)] + 0.5 * torch.finfo(X.dtype).tiny)
     xi = torch.randn((N, n_out), generator=g, dtype=X.dtype)
     return (U * (std * lam.clamp(min=0).sqrt())) @ xi
+
+
+def za(Z: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """Z_A = Z Aᵀ for Z (S, N, n) and A (S, L, r, n), as one matmul per seed: (S, L, N, r)."""
+    S, L, r, n = A.shape
+    ZA = Z @ A.reshape(S, L * r, n).transpose(-1, -2)  # (S, N, L·r)
+    return ZA.reshape(S, -1, L, r).permute(0, 2, 1, 3)
 
 
 def _lora(ZA: torch.Tensor, B: torch.Tensor, s: float, out: torch.Tensor | None) -> torch.Tensor:

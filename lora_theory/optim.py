@@ -9,17 +9,31 @@ engine and a per-configuration ``torch.optim`` loop agree to round-off:
     ΔW = −(η / (1−β1^t)) · m / (√v / √(1−β2^t) + ε),   ε = eps · n^{eps_exponent}.
 
 SignSGD is Adam with β1 = β2 = 0 and ε → 0: ΔW = −η·sign(g) (PAPER.md §1.4).
-Learning rates per role: η_A = η and η_B = η · lr_ratio · n^{lr_ratio_exponent} (LoRA+).
+Learning rates per role: η_A = η and η_B = η · ``TrainConfig.lr_b_factor(n)`` (LoRA+).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from .config import TrainConfig, lookup
+from .checks import lookup
+from .config import TrainConfig
+
+
+class UpdateRule(Protocol):
+    """A stateless batched update rule; its state lives in the dict that :meth:`init` returns, per tensor."""
+
+    def init(self, p: torch.Tensor) -> dict:
+        """Fresh optimiser state for the parameter ``p`` (S, L, ...)."""
+        ...
+
+    def update(self, state: dict, g: torch.Tensor, lr: torch.Tensor, t: int) -> torch.Tensor:
+        """The update ΔW for gradient ``g`` (S, L, ...), learning rates ``lr`` (S, L) at step ``t`` ≥ 1."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -91,18 +105,13 @@ OPTIMIZERS = {
 }
 
 
-def make_rule(name: str, cfg: TrainConfig, n: int):
+def make_rule(name: str, cfg: TrainConfig, n: int) -> UpdateRule:
     """The update rule ``name`` at width ``n`` (error lists the valid names).
 
     >>> make_rule("adam", TrainConfig(eps=1e-8, eps_exponent=-1.0), 100).eps
     1e-10
     """
     return lookup(OPTIMIZERS, name, "optimizer")(cfg, n)
-
-
-def lr_b_factor(cfg: TrainConfig, n: int) -> float:
-    """η_B / η_A at width n: ``lr_ratio · n**lr_ratio_exponent``."""
-    return cfg.lr_ratio * n ** cfg.lr_ratio_exponent
 
 
 def _expand(lr: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

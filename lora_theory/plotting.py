@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 
 from .fit import Exponent
+from .inits import colours
 
-INIT_COLOURS = {"A": "tab:blue", "B": "tab:red", "AB": "tab:green", "AB_raw": "tab:olive",
-                "peft_true": "tab:purple", "peft_gaussian": "tab:brown", "peft_false": "tab:gray",
-                "peft_orthogonal": "tab:cyan"}
+INIT_COLOURS = colours()  # init name → colour, from the INITS registry
 REGIME_COLOURS = {"unstable": "#d62728", "stable_no_feature_learning": "#c7c7c7",
                   "feature_learning": "#ffbb78", "efficient_feature_learning": "#98df8a"}
 

@@ -1,32 +1,89 @@
 """``simulate()``: the product widths × ranks × inits × optimisers × learning rates × seeds, as one tidy table.
 
-For each (width, rank, init, optimiser) all seeds × learning rates train as one batched computation
-(a ``sweep.Unit``), split into chunks of the learning-rate (then seed) axis only when a memory budget
-demands it. The frozen model of a width is built once for all its seeds. Units can be cached on disk
-(resumable sweeps) and run on any ``concurrent.futures.Executor`` (``sweep.execute``).
+This module holds what a run *means*; :mod:`lora_theory.cache` only runs and stores tasks.
 
-Learning rates are absolute (``lr_exponent=None``) or width-scaled, η = C · n^c with C in ``lrs``
-and c in ``lr_exponent`` (both may be lists; their product is swept). η is the learning rate of A;
-B uses η · lr_ratio · n^{lr_ratio_exponent} (``TrainConfig``).
+* A **learning rate** is a :class:`LearningRate` (C, c): η_A = C·n^c at width n (absolute η when
+  c is None); η_B = η_A · lr_ratio · n^{lr_ratio_exponent} (:meth:`TrainConfig.lr_b_factor`, LoRA+).
+* A **seed** fixes the frozen model and data of every width (``models.generator``) and the LoRA init
+  of each (width, rank) (``models.init_generator``).
+* The **init** is sampled by ``inits.sample_init``; when the scheme says so, the pretrained part absorbs
+  −s·B0A0 (``inits.absorb_initial_product``), so training starts at the pretrained model.
+* A **unit** (:class:`Unit`) is one batched computation: all seeds × learning rates of one (width, rank,
+  init, optimiser), split into chunks of the learning-rate (then seed) axis only when a memory budget
+  demands it. :func:`run_unit` trains it and returns its rows (``COLUMNS``).
+
+Flow: ``simulate`` validates the grid (:func:`validated_grid`), plans units (:func:`plan`), and hands
+them to ``cache.execute(units, run_unit, cache_dir, executor)``; the frames are concatenated in order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
-import math
 from concurrent.futures import Executor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
 
+from . import cache
+from .checks import as_list, check_int, check_unique, is_int, is_real, lookup
 from .config import ModelConfig, TrainConfig
-from .inits import get_init
-from .optim import make_rule
-from .sweep import COLUMNS, Unit, execute
+from .engine import STATS, record_steps, train
+from .inits import INITS, absorb_initial_product, get_init, sample_init
+from .models import get_setting, init_generator
+from .optim import OPTIMIZERS, make_rule
 
-__all__ = ["COLUMNS", "plan", "simulate"]
+__all__ = ["COLUMNS", "LearningRate", "Unit", "plan", "run_unit", "simulate", "validated_grid"]
+
+CACHE_VERSION = 3  # bump when the engine's numbers change, so old cache entries are not reused
+COLUMNS = ("setting", "init", "optimizer", "width", "rank", "lr", "lr_b", "lr_const", "lr_exponent",
+           "seed", "step") + STATS + ("diverged",)
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+class LearningRate(NamedTuple):
+    """η = ``const`` · n^``exponent`` (``exponent`` None: η = ``const`` at every width)."""
+
+    const: float
+    exponent: float | None
+
+    def at(self, n: int) -> float:
+        """η at width n."""
+        return self.const if self.exponent is None else self.const * n ** self.exponent
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One batch: ``seeds`` × ``lrs`` at one width/rank/init/optimiser."""
+
+    model: ModelConfig
+    train: TrainConfig
+    width: int
+    rank: int
+    init: str
+    optimizer: str
+    seeds: tuple[int, ...]
+    lrs: tuple[LearningRate, ...]
+    threads: int | None = None  # torch threads while the unit runs (None: leave as is)
+
+    @property
+    def description(self) -> str:
+        """Everything that determines this unit's numbers (not ``threads`` or ``device``)."""
+        return repr((self.model, replace(self.train, device="cpu"), self.width, self.rank, self.init,
+                     self.optimizer, self.seeds, tuple(tuple(lr) for lr in self.lrs)))
+
+    @property
+    def key(self) -> str:
+        return cache.make_key("simulate", CACHE_VERSION, self.description)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.seeds) * len(self.lrs) * len(record_steps(self.train))
 
 
 def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0), inits=("A", "B"),
@@ -37,8 +94,9 @@ def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0),
     """Train every configuration of the grid and return one row per configuration and recorded step.
 
     Every sweepable argument (``widths, lrs, lr_exponent, inits, seeds, optimizers, ranks``) takes a
-    scalar or a list. The defaults run the four (init, c) cases of PAPER.md §4.4(a) in the ``layer``
-    setting: Init[A] and Init[B] at η = n^-1/2 and η = n^-1, n = 128..1024, 2 seeds, 10 Adam steps.
+    scalar or a list (no repeated values). The defaults run the four (init, c) cases of docs/theory.md
+    §5 in the ``layer`` setting: Init[A] and Init[B] at η = n^-1/2 and η = n^-1, n = 128..1024,
+    2 seeds, 10 Adam steps.
 
     Args:
         widths: widths n (integers ≥ 1).
@@ -48,8 +106,8 @@ def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0),
         seeds: integer seeds; a seed fixes the frozen model, the data and the LoRA init.
         optimizers: "adam", "sgd" or "signsgd".
         ranks: LoRA ranks r (≤ every width).
-        setting: shortcut for ``model.setting`` ("layer" or "toy").
-        steps: shortcut for ``train_cfg.steps``.
+        setting: shortcut for ``ModelConfig(setting=...)``; an error if ``model`` says otherwise.
+        steps: shortcut that sets ``train_cfg.steps``.
         model: ``ModelConfig`` (default ``ModelConfig()``).
         train_cfg: ``TrainConfig`` (default ``TrainConfig()``).
         progress: show a progress bar (None: only on a terminal).
@@ -58,7 +116,8 @@ def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0),
             and computes only the rest.
         executor: a ``concurrent.futures.Executor`` (process pool, Dask ``client.get_executor()``)
             to run units on; None runs them here, one after another.
-        threads: torch threads inside each unit (set it to 1 with a process pool).
+        threads: torch threads while each unit runs (set it to 1 with a process pool); the caller's
+            setting is restored afterwards.
 
     Returns:
         A ``pandas.DataFrame`` with the columns ``COLUMNS``; ``lr`` is η_A, ``lr_b`` is η_B, and
@@ -69,15 +128,15 @@ def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0),
         >>> sorted(df["init"].unique()), len(df)
         (['A', 'B'], 32)
     """
-    model = model or ModelConfig()
-    train_cfg = train_cfg or TrainConfig()
-    if setting is not None:
-        model = replace(model, setting=setting, n_train=None if model.setting != setting else model.n_train)
-    if steps is not None:
-        train_cfg = replace(train_cfg, steps=steps)
-    grid = _validated_grid(widths, lrs, lr_exponent, inits, seeds, optimizers, ranks)
+    model, train_cfg = _configs(setting, steps, model, train_cfg)
+    grid = validated_grid(widths, lrs, lr_exponent, inits, seeds, optimizers, ranks)
+    if threads is not None:
+        check_int("threads", threads, low=1)
+    check_int("max_batch_bytes", max_batch_bytes, low=1)
     units = plan(grid, model, train_cfg, max_batch_bytes, threads)
-    return execute(units, cache_dir=cache_dir, executor=executor, progress=progress)
+    frames = cache.execute(units, run_unit, cache_dir=cache_dir, executor=executor, progress=progress,
+                           validate=_check_frame, desc="simulate")
+    return pd.concat(frames, ignore_index=True)
 
 
 def plan(grid: dict[str, list], model: ModelConfig, cfg: TrainConfig, budget: int = 2 ** 31,
@@ -86,58 +145,152 @@ def plan(grid: dict[str, list], model: ModelConfig, cfg: TrainConfig, budget: in
 
     A configuration holds about six (N, n) tensors (N training plus test samples); a unit of
     S seeds × L learning rates holds S·L of them. The learning-rate axis is split first, then seeds.
+    Every derived learning rate (η_A, η_B at every width) is checked here, before anything runs.
     """
-    pairs = list(itertools.product(grid["lrs"], grid["lr_exponent"]))
+    lrs = [LearningRate(C, c) for C, c in itertools.product(grid["lrs"], grid["lr_exponent"])]
+    _check_derived(lrs, grid["widths"], cfg)
     units, seeds = [], grid["seeds"]
     N = model.n_train + (model.n_test if model.setting == "toy" else 0)
+    per_byte = 8 if cfg.dtype == "float64" else 4
     for n, r, init, opt in itertools.product(grid["widths"], grid["ranks"], grid["inits"], grid["optimizers"]):
-        per_config = 6 * N * n * (8 if cfg.dtype == "float64" else 4)
-        n_lr = max(1, min(len(pairs), budget // (per_config * len(seeds))))
+        per_config = 6 * N * n * per_byte
+        n_lr = max(1, min(len(lrs), budget // (per_config * len(seeds))))
         n_seed = len(seeds) if n_lr > 1 else max(1, min(len(seeds), budget // per_config))
-        for j in range(0, len(pairs), n_lr):  # seeds are split only when n_lr == 1: row order is kept
+        for j in range(0, len(lrs), n_lr):  # seeds are split only when n_lr == 1: row order is kept
             for i in range(0, len(seeds), n_seed):
                 units.append(Unit(model, cfg, n, r, init, opt, tuple(seeds[i:i + n_seed]),
-                                  tuple(pairs[j:j + n_lr]), threads))
+                                  tuple(lrs[j:j + n_lr]), threads))
     return units
 
 
-def _as_list(value, name: str) -> list:
-    """A scalar or an iterable as a non-empty list; ValueError naming ``name`` when empty."""
-    if value is None or isinstance(value, (str, int, float)):
-        values = [value]
-    else:
-        values = list(value)
-    if not values:
-        raise ValueError(f"{name} must not be empty")
-    return values
+def run_unit(unit: Unit) -> pd.DataFrame:
+    """Train one unit and return its rows (a top-level function, so executors can pickle it)."""
+    with _torch_threads(unit.threads):
+        cfg, n, r = unit.train, unit.width, unit.rank
+        dtype = DTYPES[cfg.dtype]
+        fz = frozen_parts(unit.model, n, unit.seeds, cfg.dtype, cfg.device)
+        s = unit.model.multiplier(r)
+        A0, B0 = zip(*(sample_init(unit.init, n, r, init_generator(seed, n, r), dtype) for seed in unit.seeds))
+        A0, B0 = torch.stack(A0).to(cfg.device), torch.stack(B0).to(cfg.device)  # (S, r, n), (S, n, r)
+        fz = replace(fz, base=absorb_initial_product(unit.init, fz.base, A0, B0, s, Z=fz.Z),
+                     base_test=None if not fz.has_test else
+                     absorb_initial_product(unit.init, fz.base_test, A0, B0, s, Z=fz.Z_test))
+        eta = np.array([lr.at(n) for lr in unit.lrs])  # (L,)
+        lr_a = torch.tensor(eta, dtype=dtype, device=cfg.device).expand(len(unit.seeds), -1)  # (S, L)
+        trace = train(get_setting(unit.model.setting), fz, A0, B0, lr_a, lr_a * cfg.lr_b_factor(n),
+                      make_rule(unit.optimizer, cfg, n), s, cfg)
+    return _to_frame(unit, trace, eta)
 
 
-def _validated_grid(widths, lrs, lr_exponent, inits, seeds, optimizers, ranks) -> dict[str, list]:
-    grid = {"widths": _as_list(widths, "widths"), "lrs": _as_list(lrs, "lrs"),
-            "lr_exponent": _as_list(lr_exponent, "lr_exponent"), "inits": _as_list(inits, "inits"),
-            "seeds": _as_list(seeds, "seeds"), "optimizers": _as_list(optimizers, "optimizers"),
-            "ranks": _as_list(ranks, "ranks")}
-    for name in ("widths", "ranks"):
+@functools.lru_cache(maxsize=1)
+def frozen_parts(model: ModelConfig, n: int, seeds: tuple[int, ...], dtype: str, device: str):
+    """Frozen tensors of one width for all seeds; consecutive units of the same width share them."""
+    fz = get_setting(model.setting).build(n, list(seeds), model, DTYPES[dtype])
+    if device == "cpu":
+        return fz
+    return type(fz)(*(None if x is None else x.to(device) for x in
+                      (fz.Z, fz.base, fz.target, fz.w_out, fz.Z_test, fz.base_test, fz.target_test)))
+
+
+def validated_grid(widths, lrs, lr_exponent, inits, seeds, optimizers, ranks) -> dict[str, list]:
+    """The sweep grid as lists of plain Python values; ValueError naming the first bad argument."""
+    grid = {"widths": as_list(widths, "widths"), "lrs": as_list(lrs, "lrs"),
+            "lr_exponent": as_list(lr_exponent, "lr_exponent"), "inits": as_list(inits, "inits"),
+            "seeds": as_list(seeds, "seeds"), "optimizers": as_list(optimizers, "optimizers"),
+            "ranks": as_list(ranks, "ranks")}
+    for name, low in (("widths", 1), ("ranks", 1), ("seeds", 0)):
         for v in grid[name]:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be integers >= 1, got {v!r}")
+            if not is_int(v) or v < low:
+                raise ValueError(f"{name} must be integers >= {low}, got {v!r}")
+        grid[name] = [int(v) for v in grid[name]]
     if max(grid["ranks"]) > min(grid["widths"]):
         raise ValueError(f"ranks must be <= every width, got rank {max(grid['ranks'])} > width "
                          f"{min(grid['widths'])}")
     for v in grid["lrs"]:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if not is_real(v) or not np.isfinite(v) or v <= 0:
             raise ValueError(f"lrs must be finite positive numbers, got {v!r}")
     for v in grid["lr_exponent"]:
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+        if v is not None and (not is_real(v) or not np.isfinite(v)):
             raise ValueError(f"lr_exponent must be finite numbers or None, got {v!r}")
-    for v in grid["seeds"]:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"seeds must be integers >= 0, got {v!r}")
+    grid["lrs"] = [float(v) for v in grid["lrs"]]
+    grid["lr_exponent"] = [None if v is None else float(v) for v in grid["lr_exponent"]]
     for v in grid["inits"]:
-        get_init(v)
+        lookup(INITS, v, "inits")
     for v in grid["optimizers"]:
-        make_rule(v, TrainConfig(), 1)
-    grid["widths"] = [int(v) for v in grid["widths"]]
-    grid["seeds"] = [int(v) for v in grid["seeds"]]
-    grid["ranks"] = [int(v) for v in grid["ranks"]]
+        lookup(OPTIMIZERS, v, "optimizers")
+    for name, values in grid.items():
+        check_unique(name, values)
+    if any(r % 2 for r in grid["ranks"]) and any(get_init(i).coupling == "orthogonal" for i in grid["inits"]):
+        raise ValueError(f"ranks must be even with init 'peft_orthogonal', got ranks={grid['ranks']}")
     return grid
+
+
+# ----------------------------------------------------------------------------------------- private
+
+def _configs(setting, steps, model, train_cfg) -> tuple[ModelConfig, TrainConfig]:
+    """Merge the shortcuts with the configs. ``steps`` sets ``train_cfg.steps``; ``setting`` next to a
+    ``model`` of another setting is an error (switching setting would silently reset n_train)."""
+    if model is not None and not isinstance(model, ModelConfig):
+        raise ValueError(f"model must be a ModelConfig or None, got {type(model).__name__}")
+    if train_cfg is not None and not isinstance(train_cfg, TrainConfig):
+        raise ValueError(f"train_cfg must be a TrainConfig or None, got {type(train_cfg).__name__}")
+    if setting is not None and model is not None and model.setting != setting:
+        raise ValueError(f"setting={setting!r} conflicts with model.setting={model.setting!r}; "
+                         f"pass ModelConfig(setting={setting!r}, ...) alone")
+    model = model or ModelConfig(**({} if setting is None else {"setting": setting}))
+    train_cfg = train_cfg or TrainConfig()
+    if steps is not None:
+        train_cfg = replace(train_cfg, steps=steps)
+    return model, train_cfg
+
+
+def _check_derived(lrs: list[LearningRate], widths: list[int], cfg: TrainConfig) -> None:
+    """η_A, η_B and Adam's ε must be finite and > 0 at every width (e.g. C·n^c can over- or underflow)."""
+    with np.errstate(all="ignore"):
+        for n in widths:
+            for lr in lrs:
+                for name, value in (("η_A", lr.at(n)), ("η_B", lr.at(n) * cfg.lr_b_factor(n))):
+                    if not (np.isfinite(value) and value > 0):
+                        raise ValueError(f"lrs/lr_exponent give {name} = {value!r} at width {n} (C={lr.const}, "
+                                         f"c={lr.exponent}); every learning rate must be finite and > 0")
+            eps = cfg.eps * float(n) ** cfg.eps_exponent
+            if not (np.isfinite(eps) and eps > 0):
+                raise ValueError(f"TrainConfig eps·n^eps_exponent = {eps!r} at width {n}; it must be finite and > 0")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(old)
+
+
+def _check_frame(unit: Unit, frame) -> str | None:
+    """Why a cached record cannot be this unit's rows (None: it can)."""
+    if not isinstance(frame, pd.DataFrame):
+        return f"expected a DataFrame, found a {type(frame).__name__}"
+    if tuple(frame.columns) != COLUMNS:
+        return "its columns are not simulate()'s"
+    if len(frame) != unit.n_rows:
+        return f"it has {len(frame)} rows, the unit has {unit.n_rows}"
+    return None
+
+
+def _to_frame(unit: Unit, trace, eta: np.ndarray) -> pd.DataFrame:
+    T, S, L = trace.diverged.shape
+    # rows ordered learning rate, seed, step: chunking the learning-rate axis keeps the order
+    il, i_s, it = (a.ravel() for a in np.meshgrid(np.arange(L), np.arange(S), np.arange(T), indexing="ij"))
+    consts = np.array([lr.const for lr in unit.lrs], dtype=float)
+    exps = np.array([np.nan if lr.exponent is None else lr.exponent for lr in unit.lrs], dtype=float)
+    cols = {"setting": unit.model.setting, "init": unit.init, "optimizer": unit.optimizer, "width": unit.width,
+            "rank": unit.rank, "lr": eta[il], "lr_b": eta[il] * unit.train.lr_b_factor(unit.width),
+            "lr_const": consts[il], "lr_exponent": exps[il], "seed": np.asarray(unit.seeds)[i_s],
+            "step": trace.steps[it]}
+    cols.update({k: v[it, i_s, il] for k, v in trace.values.items()})
+    cols["diverged"] = trace.diverged[it, i_s, il]
+    return pd.DataFrame(cols, columns=list(COLUMNS))

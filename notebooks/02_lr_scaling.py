@@ -12,14 +12,14 @@ quick = False
 # %%
 from lora_theory.figures import fig_lr_scaling
 
-fig = fig_lr_scaling(quick=quick)
+fig, summary = fig_lr_scaling(quick=quick)
 fig
 
 # %%
-fig.summary["loss_optimal_slope"], fig.summary["max_stable_slope"]
+summary["loss_optimal_slope"], summary["max_stable_slope"]
 
 # %% [markdown]
 # Robustness of the feature-level exponent to the threshold τ:
 
 # %%
-fig.summary["max_stable_slope_by_tau"]
+summary["max_stable_slope_by_tau"]

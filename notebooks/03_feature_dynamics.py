@@ -10,14 +10,14 @@ quick = False
 # %%
 from lora_theory.figures import fig_feature_norms, fig_feature_norms_appendix
 
-fig = fig_feature_norms(quick=quick)
+fig, summary = fig_feature_norms(quick=quick)
 fig
 
 # %%
-fig.summary
+summary
 
 # %% [markdown]
 # Every width of the sweep (the appendix version):
 
 # %%
-fig_feature_norms_appendix(quick=quick)
+fig_feature_norms_appendix(quick=quick)[0]

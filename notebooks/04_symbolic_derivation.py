@@ -11,21 +11,20 @@ quick = False
 # %%
 from IPython.display import Markdown, display
 
-from lora_theory import symbolic
-from lora_theory.derivation import derivation
+from lora_theory import theory
 from lora_theory.figures import fig_coord_check
 
-display(Markdown(derivation("A")))
-display(Markdown(derivation("B")))
+display(Markdown(theory.derivation("A")))
+display(Markdown(theory.derivation("B")))
 
 # %% [markdown]
 # The maximal stable exponent for a general init (γ[A_0], γ[B_0]) and the efficient region of LoRA+:
 
 # %%
-symbolic.max_stable_lr_exponent_symbolic(), symbolic.efficient_region("A"), symbolic.regime("B", (-1, 0))
+theory.max_stable_lr_exponent_symbolic(), theory.efficient_region("A"), theory.regime("B", (-1, 0))
 
 # %% [markdown]
 # The same exponents measured: RMS against width at each step, with the theory's slope dashed.
 
 # %%
-fig_coord_check(quick=quick)
+fig_coord_check(quick=quick)[0]

@@ -12,11 +12,11 @@ quick = False
 # %%
 from lora_theory.figures import fig_loss_heatmap, fig_regimes
 
-fig = fig_regimes(quick=quick)
+fig, summary = fig_regimes(quick=quick)
 fig
 
 # %%
-fig.summary
+summary
 
 # %%
-fig_loss_heatmap(quick=quick)
+fig_loss_heatmap(quick=quick)[0]

@@ -12,8 +12,8 @@ quick = False
 # %%
 from lora_theory.figures import fig_llm_lr_sweep
 
-fig = fig_llm_lr_sweep(quick=quick)
+fig, summary = fig_llm_lr_sweep(quick=quick)
 fig
 
 # %%
-fig.summary["best"]
+summary["best"]

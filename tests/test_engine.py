@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from lora_theory import ModelConfig, TrainConfig, simulate
-from lora_theory.engine import forward, z_b_rms
+from lora_theory.engine import forward
+from lora_theory.stats import delta_stats, z_b_rms
 from lora_theory.inits import sample_init
 from lora_theory.models import SETTINGS, init_generator
 from lora_theory.reference import reference_run, seed_slice
-from lora_theory.sweep import Unit, run_unit
+from lora_theory.simulate import LearningRate, Unit, run_unit
 
 SEEDS, N, R = [0, 3], 48, 4
 
@@ -40,7 +41,7 @@ def test_hand_gradients_equal_autograd(setting, gen):
 def test_batched_equals_reference_loop(setting, opt, init):
     """All seeds × learning rates in one batch == each configuration alone with nn.Module + torch.optim."""
     model, cfg = _model(setting), TrainConfig(steps=5, lr_ratio=2.0)
-    pairs = ((0.05, None), (0.01, None), (0.002, None))
+    pairs = tuple(LearningRate(lr, None) for lr in (0.05, 0.01, 0.002))
     df = run_unit(Unit(model, cfg, N, R, init, opt, tuple(SEEDS), pairs))
     fz = SETTINGS[setting].build(N, SEEDS, model, torch.float64)
     for i, seed in enumerate(SEEDS):
@@ -64,8 +65,8 @@ def test_z_b_rms_from_the_gram_matrix(gen):
 
 
 def test_same_seed_same_numbers_and_seeds_differ():
-    kw = dict(widths=[32, 64], seeds=[0, 1], steps=4, setting="toy",
-              model=ModelConfig(n_train=16, n_test=8, teacher_width=50))
+    kw = dict(widths=[32, 64], seeds=[0, 1], steps=4,
+              model=ModelConfig(setting="toy", n_train=16, n_test=8, teacher_width=50))
     a, b = simulate(**kw), simulate(**kw)
     pd.testing.assert_frame_equal(a, b)
     last = a[a.step == 4].set_index(["init", "width", "lr", "seed"])["loss"].unstack("seed")
@@ -112,13 +113,12 @@ def test_delta_decomposition_adds_up():
 
 def test_low_rank_delta_statistics_equal_dense_computation(gen):
     """δ¹, δ², δ³ and ΔZ_B RMS from rank-r factors equal the RMS of the dense (N, n) tensors."""
-    from lora_theory.engine import _delta_stats
 
     Z = torch.randn((2, 5, N), generator=gen, dtype=torch.float64)
     A, dA = (torch.randn((2, 3, R, N), generator=gen, dtype=torch.float64) for _ in range(2))
     B, dB = (torch.randn((2, 3, N, R), generator=gen, dtype=torch.float64) for _ in range(2))
     ZA, dZA = Z[:, None] @ A.transpose(-1, -2), Z[:, None] @ dA.transpose(-1, -2)
-    got = _delta_stats(Z, ZA, B, dA, dB, 0.5, like=None)
+    got = delta_stats(Z, ZA, B, dA, dB, 0.5, like=None)
     d1 = 0.5 * dZA @ (B - dB).transpose(-1, -2)
     d2 = 0.5 * (ZA - dZA) @ dB.transpose(-1, -2)
     d3 = 0.5 * dZA @ dB.transpose(-1, -2)

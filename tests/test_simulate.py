@@ -31,9 +31,19 @@ def test_absolute_learning_rates_and_record_every():
 
 
 def test_toy_has_test_loss_and_layer_does_not():
-    toy = simulate(widths=32, seeds=0, steps=2, setting="toy", model=ModelConfig(n_train=8, n_test=4))
+    toy = simulate(widths=32, seeds=0, steps=2, model=ModelConfig(setting="toy", n_train=8, n_test=4))
     assert toy.test_loss.notna().all()
     assert simulate(widths=32, seeds=0, steps=2).test_loss.isna().all()
+
+
+def test_shortcuts_that_conflict_with_the_configs_are_errors():
+    """``setting``/``steps`` next to a config that says otherwise used to override it silently."""
+    with pytest.raises(ValueError, match="setting='toy' conflicts with model.setting='layer'"):
+        simulate(widths=32, setting="toy", model=ModelConfig(n_train=8))
+    assert simulate(widths=32, seeds=0, steps=3, train_cfg=TrainConfig(steps=5)).step.max() == 3  # documented
+    agreed = simulate(widths=32, seeds=0, setting="toy", steps=2, model=ModelConfig(setting="toy", n_train=8),
+                      train_cfg=TrainConfig(steps=2))
+    assert agreed.step.max() == 2 and agreed.setting.eq("toy").all()
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -46,8 +56,8 @@ def test_toy_has_test_loss_and_layer_does_not():
     (dict(lrs=math.inf), "lrs must be finite positive"),
     (dict(lrs=math.nan), "lrs must be finite positive"),
     (dict(lr_exponent=math.nan), "lr_exponent must be finite"),
-    (dict(inits="C"), "init must be one of"),
-    (dict(optimizers="rmsprop"), "optimizer must be one of"),
+    (dict(inits="C"), "inits must be one of"),
+    (dict(optimizers="rmsprop"), "optimizers must be one of"),
     (dict(seeds=-1), "seeds must be integers >= 0"),
     (dict(seeds=[]), "seeds must not be empty"),
     (dict(setting="deep"), "setting must be one of"),

@@ -6,14 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
 import pytest
 
-from lora_theory import simulate, sweep
+from lora_theory import cache, simulate
 
 GRID = dict(widths=[64, 128, 256], lrs=[0.5, 1.0], inits=["A", "B"], seeds=[0, 1], steps=3)
 
@@ -30,32 +28,49 @@ def test_cache_roundtrip_computes_nothing_the_second_time(tmp_path, caplog):
     assert "6 units, 0 cached, 6 to compute" in caplog.text
 
 
-def test_sigkill_then_resume_recomputes_only_unfinished_units(tmp_path, caplog):
-    """A sweep killed with SIGKILL mid-run leaves only complete records; the rerun finishes the rest."""
-    script = textwrap.dedent(f"""
-        import torch; torch.set_num_threads(1)
-        from lora_theory import simulate
-        simulate(widths=[64, 128, 256, 512], lrs=[0.5, 1.0, 2.0], inits=["A", "B", "AB"],
-                 seeds=[0, 1], steps=200, cache_dir={str(tmp_path)!r}, progress=False)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.time() + 120
-    while len(list(tmp_path.glob("*.pkl"))) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+_KILLED_SWEEP = """
+import os, signal, sys, torch
+torch.set_num_threads(1)
+import lora_theory
+sim = sys.modules["lora_theory.simulate"]  # the module (lora_theory.simulate is the function)
+calls, real = [0], sim.run_unit
+
+def run_unit(unit):  # SIGKILL this process when unit number {kill_at} starts (or mid-write: see below)
+    calls[0] += 1
+    if calls[0] == {kill_at} and not {mid_write}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(unit)
+
+if {mid_write}:  # die between fsync and rename of the record of unit {kill_at} (a subprocess: patch os itself)
+    real_replace = os.replace
+    def replace(src, dst):
+        if calls[0] == {kill_at}:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_replace(src, dst)
+    os.replace = replace
+sim.run_unit = run_unit
+sim.simulate(**{grid}, cache_dir={cache!r}, progress=False)
+"""
+KILL_GRID = dict(widths=[64, 128, 256, 512], lrs=[0.5, 1.0, 2.0], inits=["A", "B", "AB"], seeds=[0, 1], steps=20)
+
+
+@pytest.mark.parametrize("mid_write", [False, True], ids=["between-units", "between-fsync-and-rename"])
+def test_sigkill_then_resume_recomputes_only_unfinished_units(tmp_path, caplog, mid_write):
+    """A sweep killed with SIGKILL (deterministically, as its 4th unit starts or while its record is being
+    renamed into place) leaves only complete records; the rerun computes exactly the other units."""
+    script = _KILLED_SWEEP.format(kill_at=4, mid_write=mid_write, grid=KILL_GRID, cache=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], timeout=300)
+    assert proc.returncode == -signal.SIGKILL
     done = sorted(tmp_path.glob("*.pkl"))
-    assert 3 <= len(done) < 12, "the sweep must be killed part-way"
+    assert len(done) == 3, "exactly the three finished units are on disk"
+    assert len(list(tmp_path.glob("*.part"))) == (1 if mid_write else 0)  # the killed write's temporary
     stamps = {p: p.stat().st_mtime_ns for p in done}
-    for p in done:  # every record on disk is complete and readable
-        assert len(pd.read_pickle(p)) == 6 * 2 * 201  # (3 lrs × 2 exponents) × 2 seeds × 201 steps
     with caplog.at_level(logging.INFO, logger="lora_theory"):
-        df = simulate(widths=[64, 128, 256, 512], lrs=[0.5, 1.0, 2.0], inits=["A", "B", "AB"],
-                      seeds=[0, 1], steps=200, cache_dir=tmp_path, progress=False)
-    assert f"12 units, {len(done)} cached, {12 - len(done)} to compute" in caplog.text
+        df = simulate(**KILL_GRID, cache_dir=tmp_path, progress=False)
+    assert "12 units, 3 cached, 9 to compute" in caplog.text
     assert {p: p.stat().st_mtime_ns for p in done} == stamps  # finished units were not rewritten
-    assert len(list(tmp_path.glob("*.pkl"))) == 12 and not list(tmp_path.glob(".tmp-*"))
-    assert len(df) == 12 * 6 * 2 * 201
+    assert len(list(tmp_path.glob("*.pkl"))) == 12 and not list(tmp_path.glob("*.part"))
+    pd.testing.assert_frame_equal(df, simulate(**KILL_GRID, progress=False))  # the same numbers as one clean run
 
 
 def test_temporaries_are_not_records_and_stale_ones_are_removed(tmp_path, caplog):
@@ -63,8 +78,8 @@ def test_temporaries_are_not_records_and_stale_ones_are_removed(tmp_path, caplog
     and the next sweep deletes it once its writer is dead (a live writer's file is kept)."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f"{sweep._TMP_PREFIX}-{dead.pid}-abc.part"
-    live = tmp_path / f"{sweep._TMP_PREFIX}-{os.getpid()}-abc.part"
+    stale = tmp_path / f"{cache._TMP_PREFIX}-{dead.pid}-abc.part"
+    live = tmp_path / f"{cache._TMP_PREFIX}-{os.getpid()}-abc.part"
     for path in (stale, live):
         path.write_bytes(b"partial")
     with caplog.at_level(logging.INFO, logger="lora_theory"):

@@ -1,4 +1,4 @@
-"""The γ-recursions of PAPER.md §3.1: summary table, theorems, LoRA+, and an independent oracle."""
+"""The γ-recursions of docs/theory.md §5: summary table, theorems, LoRA+, and an independent oracle."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sympy import Max, Rational, oo
 
-from lora_theory.config import RegistryKeyError
-from lora_theory.derivation import derivation
-from lora_theory.symbolic import (
+from lora_theory.checks import RegistryKeyError
+from lora_theory.theory import (derivation, 
     COLUMNS, REGIMES, InitExponents, Regime, c, c_A, c_B, contract, efficient_region, exponents,
     gamma_A, gamma_B, gamma_product, gamma_sum, max_stable_lr_exponent, max_stable_lr_exponent_symbolic,
     regime,
@@ -67,7 +66,7 @@ def sym(v):
     return -oo if v == NEG else Rational(v.numerator, v.denominator)
 
 
-# ------------------------------------------------------------------ PAPER.md §3.1 summary table
+# ------------------------------------------------------------------ docs/theory.md §5 summary table
 # (init, c, Z_A, B, Z_B for t >= 2, δ¹, δ², δ³ for t >= 3, verdict, internally unstable, B under-trained)
 TABLE = [
     *[("A", cc, cc + 1, cc, 2 * cc + 1, 2 * cc + 1, 2 * cc + 1, 2 * cc + 1, "unstable", True, False)

@@ -1,0 +1,115 @@
+"""The experiments behind the figures: their grids (``GRIDS``), the sweeps that run them, and the numbers
+they report. Figures (:mod:`lora_theory.figures`) only lay these out; paper_repro.md quotes them.
+
+Every sweep goes through :func:`lora_theory.simulate` with a cache directory, so experiments that share a
+sweep share its runs. ``quick=True`` selects small widths and few steps (seconds, for tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .analysis import optimal_lr, optimal_lr_per_seed
+from .config import ModelConfig, TrainConfig
+from .fit import fit_exponent
+from .simulate import simulate
+
+__all__ = ["COORD_STATS", "DEFAULT_CACHE", "GRIDS", "LLM_RUNS", "TAU", "coord_sweeps", "fit_dict", "layer_lr_sweep",
+           "loss_optimal", "regime_sweep", "toy_config_summary", "toy_summary", "toy_sweep"]
+
+DEFAULT_CACHE = Path(".lora_theory_cache")
+LLM_RUNS = Path("results/llm/runs")  # the committed LLM runs, relative to a checkout's root (pass another path)
+TAU = 10.0  # Z_B threshold of the feature-level criterion: RMS(Z_B) ten times the target scale
+GRIDS = {  # (full, quick)
+    "toy": ({"widths": [2 ** k for k in range(7, 14)], "lrs": [2.0 ** -k for k in range(2, 15)],
+             "seeds": [0, 1, 2], "n_train": 256, "steps": 200},
+            {"widths": [64, 128, 256], "lrs": [2.0 ** -k for k in range(2, 11, 2)], "seeds": [0, 1],
+             "n_train": 32, "steps": 20}),
+    "layer_lr": ({"widths": [2 ** k for k in range(7, 14)], "lrs": [2.0 ** (k / 4) for k in range(-80, 1)],
+                  "seeds": [0, 1, 2], "steps": 10},
+                 {"widths": [64, 128, 256, 512], "lrs": [2.0 ** (k / 2) for k in range(-30, 1)],
+                  "seeds": [0, 1], "steps": 10}),
+    "layer_coord": ({"widths": [2 ** k for k in range(7, 14)], "seeds": [0, 1, 2, 3, 4, 5], "steps": 6},
+                    {"widths": [64, 128, 256, 512], "seeds": [0, 1], "steps": 4}),
+    "regimes": ({"widths": [2 ** k for k in range(7, 13)], "seeds": [0, 1, 2], "steps": 6,
+                 "c": [-1.5, -1.25, -1.0, -0.75, -0.5, -0.25, 0.0]},
+                {"widths": [64, 128, 256, 512], "seeds": [0], "steps": 4, "c": [-1.5, -1.0, -0.5, 0.0]}),
+}
+COORD_STATS = ("z_a_rms", "z_b_rms", "delta1_rms", "delta2_rms", "delta3_rms")
+
+
+def toy_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
+    """The toy learning-rate sweep shared by lr_scaling, feature_norms and loss_heatmap (SP readout)."""
+    g = GRIDS["toy"][quick]
+    model = ModelConfig(setting="toy", n_train=g["n_train"], readout="sp")
+    cfg = TrainConfig(steps=g["steps"], record_every=max(1, g["steps"] // 10))
+    return simulate(widths=g["widths"], lrs=g["lrs"], lr_exponent=None, inits=["A", "B"], seeds=g["seeds"],
+                    model=model, train_cfg=cfg, cache_dir=_cache(cache_dir))
+
+
+def layer_lr_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
+    """Fine absolute learning-rate grid in the layer setting, for the feature-level maximal stable η."""
+    g = GRIDS["layer_lr"][quick]
+    return simulate(widths=g["widths"], lrs=g["lrs"], lr_exponent=None, inits=["A", "B"], seeds=g["seeds"],
+                    steps=g["steps"], cache_dir=_cache(cache_dir))
+
+
+def coord_sweeps(quick: bool = False, cache_dir=None) -> dict[str, tuple[float, pd.DataFrame]]:
+    """Init → (c*, layer-setting run at η = n^{c*}) for Init[A] and Init[B] (the coordinate check)."""
+    from .theory import max_stable_lr_exponent
+
+    g = GRIDS["layer_coord"][quick]
+    out = {}
+    for init in ("A", "B"):
+        c = max_stable_lr_exponent(init)
+        out[init] = (c, simulate(widths=g["widths"], inits=init, lr_exponent=float(c), seeds=g["seeds"],
+                                 steps=g["steps"], progress=False, cache_dir=_cache(cache_dir)))
+    return out
+
+
+def regime_sweep(quick: bool = False, cache_dir=None, inits=("A", "B", "AB")) -> pd.DataFrame:
+    """Layer-setting runs over the regime grid's learning-rate exponents c, for each init."""
+    g = GRIDS["regimes"][quick]
+    return simulate(widths=g["widths"], inits=list(inits), lr_exponent=g["c"], seeds=g["seeds"], steps=g["steps"],
+                    progress=False, cache_dir=_cache(cache_dir))
+
+
+def loss_optimal(toy: pd.DataFrame):
+    """Per-seed loss-optimal η and its fitted width exponent per init."""
+    opt = optimal_lr_per_seed(toy)
+    return opt, {i: fit_exponent(opt[opt.init == i], "lr_opt") for i in ("A", "B")}
+
+
+def toy_summary(toy: pd.DataFrame, fits=None) -> dict:
+    """Fig. 2 numbers of a toy sweep: loss-optimal slopes (``fits`` if already fitted), η*_A/η*_B and best
+    loss per width."""
+    fits = fits or loss_optimal(toy)[1]
+    mean_opt = optimal_lr(toy)
+    ratio = mean_opt.pivot(index="width", columns="init", values="lr_opt")
+    best = mean_opt.pivot(index="width", columns="init", values="loss")
+    return {"loss_optimal_slope": {i: fit_dict(f) for i, f in fits.items()},
+            "lr_opt_log2": {i: {int(n): float(np.log2(v)) for n, v in ratio[i].items()} for i in ("A", "B")},
+            "lr_opt_ratio_A_over_B": {int(n): float(v) for n, v in (ratio["A"] / ratio["B"]).items()},
+            "best_loss": {i: {int(n): round(float(v), 5) for n, v in best[i].items()} for i in ("A", "B")}}
+
+
+def toy_config_summary(n_train: int = 256, steps: int = 200, seeds=(0, 1, 2), readout: str = "sp",
+                       widths=None, lrs=None, cache_dir=None) -> dict:
+    """:func:`toy_summary` of the toy sweep with another configuration (the search in paper_repro.md)."""
+    full = GRIDS["toy"][0]
+    df = simulate(widths=widths or full["widths"], lrs=lrs or full["lrs"], lr_exponent=None, inits=["A", "B"],
+                  seeds=list(seeds), model=ModelConfig(setting="toy", n_train=n_train, readout=readout),
+                  train_cfg=TrainConfig(steps=steps, record_every=max(1, steps // 10)), cache_dir=_cache(cache_dir))
+    return toy_summary(df)
+
+
+def fit_dict(e) -> dict:
+    """An :class:`~lora_theory.fit.Exponent` as the summary's ``{"slope", "ci95"}``, rounded to 3 digits."""
+    return {"slope": round(e.slope, 3), "ci95": [round(e.lo, 3), round(e.hi, 3)]}
+
+
+def _cache(cache_dir):
+    return DEFAULT_CACHE if cache_dir is None else cache_dir

@@ -1,0 +1,169 @@
+"""The pretrained model of the LLM experiment: MiniLM with PEFT LoRA, registry inits, forward-hook statistics.
+
+See :mod:`lora_theory.llm` for the setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..inits import absorb_initial_product, get_init, sample_init
+from .data import collate, model_path
+
+WIDTH = 384  # hidden size of MiniLM-L6
+
+
+class LoraClassifier(torch.nn.Module):
+    """A PEFT-wrapped encoder, mean pooling over real tokens and a linear head."""
+
+    def __init__(self, encoder: torch.nn.Module, num_labels: int, generator: torch.Generator):
+        super().__init__()
+        self.encoder = encoder
+        self.head = torch.nn.Linear(WIDTH, num_labels)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn((num_labels, WIDTH), generator=generator) * 0.02)
+            self.head.bias.zero_()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits (b, num_labels) of the encoder output averaged over real tokens (``attention_mask`` = 1)."""
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (b, t, n)
+        m = attention_mask.unsqueeze(-1).to(h.dtype)  # (b, t, 1)
+        return self.head((h * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+
+def build_model(init: str = "A", rank: int = 8, targets=("query", "value"), seed: int = 0,
+                num_labels: int = 2, alpha: float | None = None) -> LoraClassifier:
+    """Pretrained MiniLM with PEFT LoRA (``init`` applied by :func:`apply_init`) and a fresh head.
+
+    Args:
+        init: key of ``lora_theory.INITS`` ("A", "B", "peft_true", ...).
+        rank: LoRA rank r.
+        targets: PEFT ``target_modules``: names such as ("query", "value"), or "all-linear".
+        seed: seeds the LoRA init and the head.
+        num_labels: classes of the head.
+        alpha: LoRA alpha (default r, so s = α/r = 1).
+
+    Returns:
+        A :class:`LoraClassifier`; only LoRA and the head are trainable.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with _quiet():
+        base = AutoModel.from_pretrained(model_path(), add_pooling_layer=False)
+        cfg = LoraConfig(r=rank, lora_alpha=rank if alpha is None else alpha, lora_dropout=0.0,
+                         target_modules=targets if isinstance(targets, str) else list(targets))
+        encoder = get_peft_model(base, cfg)
+    g = torch.Generator().manual_seed(seed)
+    apply_init(encoder, init, g)
+    return LoraClassifier(encoder, num_labels, g)
+
+
+def apply_init(peft_model: torch.nn.Module, init: str, generator: torch.Generator) -> torch.nn.Module:
+    """Set every active LoRA adapter of ``peft_model`` to the registry init ``init``, in place.
+
+    PEFT stores A as ``lora_A.weight`` (r, n_in) and B as ``lora_B.weight`` (n_out, r), the shapes of
+    :func:`lora_theory.sample_init` with n = n_in for A and n = n_out for B. For a square layer (query, value:
+    384×384) one ``sample_init(init, n, r)`` call draws both, so coupled inits keep their coupling. For a
+    non-square layer A is drawn with n = n_in (its fan-in, which keeps A·x = Θ(1)) and B with n = n_out;
+    coupled inits ("peft_orthogonal") are then refused. Inits with ``subtract`` move W* to W* − s·B0·A0.
+    Init[A] ("A": A ~ N(0, 1/n_in), B = 0) has the exponents of PEFT's default (A uniform with variance
+    1/(3 n_in), which is "peft_true"); Init[B] ("B") is A = 0, B ~ N(0, 1/r).
+
+    Returns:
+        ``peft_model``.
+    """
+    spec = get_init(init)
+    for _, mod in lora_modules(peft_model):
+        for adapter in mod.active_adapters:
+            lin_a, lin_b = mod.lora_A[adapter], mod.lora_B[adapter]
+            r, n_in, n_out = lin_a.out_features, lin_a.in_features, lin_b.out_features
+            if n_in == n_out:
+                A, B = sample_init(init, n_in, r, generator)  # (r, n), (n, r)
+            elif spec.coupling == "independent":
+                A, B = sample_init(init, n_in, r, generator)[0], sample_init(init, n_out, r, generator)[1]
+            else:
+                raise ValueError(f"init {init!r} couples A and B; it needs square layers, got {n_out}x{n_in}")
+            with torch.no_grad():
+                lin_a.weight.copy_(A)
+                lin_b.weight.copy_(B)
+                W = mod.base_layer.weight
+                W.copy_(absorb_initial_product(init, W, A, B, mod.scaling[adapter]))
+    return peft_model
+
+
+def lora_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """``(short name, module)`` of every PEFT LoRA layer, e.g. ``("layer.0.attention.self.query", ...)``."""
+    from peft.tuners.lora import LoraLayer
+
+    return [(name.split("encoder.")[-1], m) for name, m in model.named_modules() if isinstance(m, LoraLayer)]
+
+
+class Recorder:
+    """Forward hooks on every LoRA module: RMS over real tokens of A·x and of s·B·A·x."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.mask, self.active, self.step, self.records, self.current = None, False, -1, [], {}
+        self.handles = [h for name, mod in lora_modules(model) for adapter in mod.active_adapters for h in (
+            mod.lora_A[adapter].register_forward_hook(self._hook(name, "z_a_rms", 1.0)),
+            mod.lora_B[adapter].register_forward_hook(self._hook(name, "z_b_rms", mod.scaling[adapter])))]
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def start(self, mask: torch.Tensor, active: bool) -> None:
+        self.mask, self.active, self.step, self.current = mask.bool(), active, self.step + 1, {}
+
+    def mean(self) -> dict[str, float]:
+        self.records += [{"module": m, "step": self.step, **v} for m, v in self.current.items()]
+        per_module = pd.DataFrame(list(self.current.values()), columns=["z_a_rms", "z_b_rms"])
+        return per_module.mean().to_dict()  # NaN when nothing was recorded
+
+    def _hook(self, name: str, stat: str, scale: float):
+        def hook(module, inputs, out):  # out: (b, t, r) for A, (b, t, n_out) for B
+            if self.active:
+                z = out.detach()[self.mask] * scale  # (real tokens, features)
+                self.current.setdefault(name, {})[stat] = z.pow(2).mean().sqrt().item()
+        return hook
+
+
+@torch.inference_mode()
+def evaluate(model: LoraClassifier, test, n_eval: int, batch: int = 128) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on the first ``n_eval`` test examples (length-sorted batches)."""
+    ids, labels = test[0][:n_eval], test[1][:n_eval]
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    model.eval()
+    loss, correct = 0.0, 0
+    for k in range(0, len(order), batch):
+        idx = order[k:k + batch]
+        logits = model(*collate([ids[i] for i in idx]))
+        y = torch.as_tensor(labels[idx])
+        loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(-1) == y).sum())
+    model.train()
+    return loss / len(order), correct / len(order)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence transformers' loading progress bar and the FutureWarnings of PEFT for one load."""
+    from transformers.utils import logging as hf_logging
+
+    old = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(old)
+        hf_logging.enable_progress_bar()
