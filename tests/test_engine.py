@@ -1,5 +1,7 @@
 """The batched engine against autograd and against a one-configuration-at-a-time torch.optim loop."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,6 +64,32 @@ def test_z_b_rms_from_the_gram_matrix(gen):
     B = torch.randn((2, 3, N, R), generator=gen, dtype=torch.float64)
     direct = (1.7 * ZA @ B.transpose(-1, -2)).square().mean(dim=(2, 3)).sqrt()
     torch.testing.assert_close(z_b_rms(ZA, B, 1.7), direct, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("setting", ["layer", "toy"])
+@pytest.mark.parametrize("scaling, alpha, init", [("lora", 8.0, "AB"), ("rslora", 3.0, "B"), ("lora", 1.0, "A")])
+def test_simulate_with_a_multiplier_equals_the_reference_loop(setting, scaling, alpha, init):
+    """End to end through simulate() with s = α/r ≠ 1 (2, 1.5, 0.25): the multiplier, the pretrained
+    subtraction of AB and the LoRA+ ratio reach the engine as the plain torch loop applies them."""
+    model = replace(_model(setting), scaling=scaling, alpha=alpha)
+    s = model.multiplier(R)
+    assert s != 1.0
+    cfg = TrainConfig(steps=4, lr_ratio=2.0)
+    df = simulate(widths=N, ranks=R, lrs=[0.05, 0.01], lr_exponent=None, inits=init, optimizers="adam",
+                  seeds=SEEDS, model=model, train_cfg=cfg)
+    fz = SETTINGS[setting].build(N, SEEDS, model, torch.float64)
+    for i, seed in enumerate(SEEDS):
+        A0, B0 = sample_init(init, N, R, init_generator(seed, N, R))
+        one = seed_slice(fz, i)
+        if init == "AB":  # the reference subtracts s·B0A0 from the pretrained part itself, from the definition
+            lora0 = s * (one.Z @ A0.T) @ B0.T
+            one = replace(one, base=one.base - lora0,
+                          base_test=None if one.base_test is None else one.base_test - s * (one.Z_test @ A0.T) @ B0.T)
+        for lr in (0.05, 0.01):
+            run = df[(df.seed == seed) & (df.lr == lr)].sort_values("step")
+            ref = reference_run(setting, one, A0, B0, s, "adam", lr, 2.0 * lr, cfg.steps)
+            for key, values in ref.items():
+                np.testing.assert_allclose(run[key].to_numpy(), values, rtol=1e-10, atol=1e-13)
 
 
 def test_same_seed_same_numbers_and_seeds_differ():
@@ -156,3 +184,29 @@ def test_fused_adam_equals_the_op_by_op_update(dtype, monkeypatch):
     tol = 1e-13 if dtype == torch.float64 else 1e-5
     for t, (gr, want) in enumerate(zip(grads, fused), start=1):
         torch.testing.assert_close(rule.update(plain_state, gr, lr, t), want, rtol=tol, atol=0)
+
+
+def test_divergence_rule_is_the_documented_one():
+    """TrainConfig.diverge_threshold's help and the engine's docstring say: non-finite loss or Z_B, or Z_B > τ,
+    or the loss > τ both absolutely and relative to its start. Each clause alone, and its near misses."""
+    from lora_theory.engine import _diverging
+
+    tau, t = 10.0, lambda *v: torch.tensor(v, dtype=torch.float64)
+    loss0 = t(2.0, 2.0, 2.0, 2.0, 2.0, 0.5, 2.0)
+    loss = t(30.0, 11.0, float("nan"), 1.0, 1.0, 9.0, float("inf"))
+    zb = t(0.1, 0.1, 0.1, float("inf"), 11.0, 0.1, 0.1)
+    got = _diverging(loss, loss0, zb, tau).tolist()
+    # loss 30 > τ and 15× its start: diverged; 11 > τ but only 5.5×: not; NaN loss; inf Z_B; Z_B > τ;
+    # 18× its start but below τ: not; inf loss
+    assert got == [True, False, True, True, True, False, True]
+    assert "relative to its initial value" in TrainConfig.__dataclass_fields__["diverge_threshold"].metadata["help"]
+
+
+def test_layer_setting_rejects_a_test_split():
+    """The layer setting has no held-out data: asking for its test loss is an error, not a silent train loss."""
+    model = _model("layer")
+    fz = SETTINGS["layer"].build(N, SEEDS, model, torch.float64)
+    ZA, B = torch.zeros(len(SEEDS), 1, model.n_train, R, dtype=torch.float64), torch.zeros(len(SEEDS), 1, N, R,
+                                                                                             dtype=torch.float64)
+    with pytest.raises(ValueError, match="no held-out data"):
+        SETTINGS["layer"].loss(fz, ZA, B, 1.0, test=True)

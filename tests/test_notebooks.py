@@ -40,6 +40,11 @@ def test_notebook_runs_in_quick_mode(path, workdir):
     for cell in nb.cells:
         if "parameters" in cell.metadata.get("tags", []):
             cell.source = cell.source.replace("quick = False", "quick = True")
+    # a failing cell raises CellExecutionError here; what follows checks that the cells produced their results
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    shown = [o for c in code for o in c.outputs if o.output_type in ("execute_result", "display_data")]
+    assert any("image/png" in o.data for o in shown), f"{path.name} displayed no figure"
+    last = code[-1]
+    assert last.outputs and last.outputs[-1].output_type in ("execute_result", "display_data"), (
+        f"{path.name}: its last cell shows nothing")

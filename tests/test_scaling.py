@@ -1,4 +1,4 @@
-"""First scaling checks of the theorems in the `layer` setting (PAPER.md §4.4(a), §3.1 table).
+"""First scaling checks of the theorems in the `layer` setting (docs/theory.md §5).
 
 Single sample, Adam(0.9, 0.999), r = 4, n = 2^7..2^12, 6 seeds. The fitted quantity is the RMS over
 steps t = 2..4 of each statistic (the theory gives every t ≥ 2 the same exponent, and the window
@@ -104,3 +104,16 @@ def test_feature_level_maximal_stable_rate_scales_as_theory():
     stab = max_stable_lr(df, tau=10.0)
     assert fit_exponent(stab[stab.init == "A"], "lr_max").slope == pytest.approx(-0.5, abs=0.1)
     assert fit_exponent(stab[stab.init == "B"], "lr_max").slope == pytest.approx(-1.0, abs=0.1)
+
+
+LARGE = [2 ** k for k in range(10, 15)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_window_slopes_at_large_width(case):
+    """The window slopes of the test above, at n = 2^10..2^14 (8 seeds): closer to the theory (±0.05)."""
+    df = simulate(widths=LARGE, inits=case[0], lr_exponent=case[1], seeds=range(8), steps=4, progress=False)
+    w = _window(df)
+    for stat, expected in zip(STATS, THEORY[case]):
+        assert fit_exponent(w, stat).slope == pytest.approx(expected, abs=0.05), stat

@@ -14,7 +14,7 @@ from sympy import Max, Rational, oo
 
 from lora_theory.checks import RegistryKeyError
 from lora_theory.theory import (derivation, 
-    COLUMNS, REGIMES, InitExponents, Regime, c, c_A, c_B, contract, efficient_region, exponents,
+    COLUMNS, InitExponents, Regime, c, c_A, c_B, contract, efficient_region, exponents,
     gamma_A, gamma_B, gamma_product, gamma_sum, max_stable_lr_exponent, max_stable_lr_exponent_symbolic,
     regime,
 )
@@ -148,8 +148,11 @@ def test_recursion_matches_brute_force(a, b, ca, cb, opt, pretrained):
     ref = brute(a, b, ca, cb, opt, 4, pretrained)
     got = [tuple(frac(df[k][t]) for k in ("z_a", "b", "z_b", "delta1", "delta2", "delta3")) for t in range(5)]
     assert got == [r[:6] for r in ref]
-    if not pretrained:  # z_t = x_t + y_t: the max-plus algebra distributes
-        assert all(r[2] == r[0] + r[1] for r in ref)
+    for t, r in enumerate(ref):  # the columns the statistics registry reads, against the oracle
+        assert frac(df.dz_b[t]) == (max(r[3:6]) if t else NEG)  # γ[ΔZ_B] = max(δ¹, δ², δ³), not z_t
+        assert frac(df.z_b_total[t]) == max(r[2], ref[0][0] + ref[0][1])  # s·B_tA_tZ, B_0A_0 included
+        if not pretrained:  # z_t = x_t + y_t: the library's max-plus algebra distributes
+            assert frac(df.z_b[t]) == frac(df.z_a[t]) + frac(df.b[t])
 
 
 @SETTINGS
@@ -193,8 +196,10 @@ def test_efficient_region_matches_regime(a, b, ca, cb, on_line, opt):
     cb = -1 - ca if on_line else cb
     point = {c_A: sym(ca), c_B: sym(cb)}
     verdict = regime((sym(a), sym(b)), (sym(ca), sym(cb)), opt[0], steps=4, **kw(opt))
-    assert verdict.regime in REGIMES
-    assert bool(_region(a, b, opt).subs(point)) == (verdict.regime == "efficient_feature_learning")
+    rows = brute(a, b, ca, cb, opt, 4)  # the oracle: stable at every step, δ¹ = δ² = Θ(1) from t = 3 on
+    oracle = all(r[2] <= 0 for r in rows) and all(r[3] == 0 and r[4] == 0 for r in rows[3:])
+    assert (verdict.regime == "efficient_feature_learning") == oracle
+    assert bool(_region(a, b, opt).subs(point)) == oracle
     if opt == ("adam",) and not a == b == NEG:  # Li et al. (PAPER.md §8), with γ_Li[A_0] := γ[A_0 Z] − 1
         li = ca + cb == -1 and a + Fraction(1, 2) - 1 <= ca and b <= cb
         assert li == (verdict.regime == "efficient_feature_learning")

@@ -28,7 +28,7 @@ __all__ = ["REGIMES", "Regime", "efficient_region", "exponents", "max_stable_lr_
 
 @dataclass(frozen=True, slots=True)
 class Regime:
-    """Verdict of :func:`regime`: one of ``REGIMES`` plus two flags (PAPER.md §2.2)."""
+    """Verdict of :func:`regime`: one of ``REGIMES`` plus two flags (docs/theory.md §4)."""
 
     regime: str
     internally_unstable: bool  # Z_A grows with n at some step
@@ -36,7 +36,7 @@ class Regime:
 
 
 def exponents(init, lr_exponent, optimizer="adam", steps=4, **sgd_kw) -> pd.DataFrame:
-    """Per-step exponents x_t, y_t, z_t and γ[δ¹_t], γ[δ²_t], γ[δ³_t] (PAPER.md §3.1).
+    """Per-step exponents x_t, y_t, z_t and γ[δ¹_t], γ[δ²_t], γ[δ³_t] (docs/theory.md §5).
 
     Args:
         init: a key of ``lora_theory.inits.INITS``, a pair (γ[A_0], γ[B_0]) or an :class:`InitExponents`.
@@ -93,7 +93,7 @@ def max_stable_lr_exponent_symbolic(optimizer="adam", steps=4, lr_ratio_exponent
 
 
 def regime(init, lr_exponent, optimizer="adam", steps=4, **sgd_kw) -> Regime:
-    """Classify a (numeric) run per PAPER.md §2.2; FL and efficiency are checked on t = 3..T (T ≥ 3).
+    """Classify a (numeric) run per docs/theory.md §4; FL and efficiency are checked on t = 3..T (T ≥ 3).
 
     >>> regime("A", Rational(-1, 2))
     Regime(regime='efficient_feature_learning', internally_unstable=True, b_under_trained=False)
@@ -124,19 +124,22 @@ def efficient_region(init=None, optimizer="adam", steps=4, **sgd_kw):
 
     >>> efficient_region("A")
     (c_B <= 0) & Eq(c_A + c_B, -1)
-    >>> efficient_region()  # LoRA+ line with the conditions of Li et al. (PAPER.md §8)
-    Eq(c_A + c_B, -1) & (c_A + gamma_B <= -1) & (c_B + gamma_A <= -1/2) & (gamma_A + gamma_B <= -1/2)
+    >>> efficient_region()  # LoRA+ line with the conditions of Li et al. (docs/theory.md §7), off the saddle
+    Eq(c_A + c_B, -1) & (c_A + gamma_B <= -1) & (c_B + gamma_A <= -1/2) & (gamma_A + gamma_B <= -1/2) & (Ne(gamma_A, -oo) | Ne(gamma_B, -oo))
     """
     check_steps(steps, low=WINDOW)
-    init = InitExponents(gamma_A, gamma_B) if init is None else init_exponents(init)
+    symbolic = init is None
+    init = InitExponents(gamma_A, gamma_B) if symbolic else init_exponents(init)
     rows = trajectory(init, c_A, c_B, update_rule(optimizer, sgd_kw)[0], steps)
     stable = frontier(p for row in rows for p in pieces(row["z_b"]))
     choices = {tuple(frontier(pieces(r[k]))) for r in rows[WINDOW:] for k in ("delta1", "delta2")}
     clauses = {frozenset(pick) for pick in itertools.product(*choices)}
     solved = [s for s in (_solve_clause(cl, stable) for cl in clauses) if s is not None]
     kept = [s for s in solved if not any(o is not s and _absorbs(o, s) for o in solved)]
-    return Or(*[And(*[rel(Eq, e) for e in eqs], *[rel(sympy.Le, p) for p in left])
-                for eqs, _, left, _ in kept])
+    region = Or(*[And(*[rel(Eq, e) for e in eqs], *[rel(sympy.Le, p) for p in left]) for eqs, _, left, _ in kept])
+    if symbolic:  # A_0 = B_0 = 0 is the saddle where nothing moves: never efficient (docs/theory.md §7)
+        region = And(region, Or(sympy.Ne(gamma_A, -oo), sympy.Ne(gamma_B, -oo)))
+    return region
 
 
 def theory_exponent(stat: str, init, lr_exponent, step: int, optimizer: str = "adam", steps: int | None = None,
