@@ -18,6 +18,7 @@ import pandas as pd
 from .fit import fit_exponent, fit_exponents
 
 REGIME_TOLERANCE = 0.15  # |slope| below this counts as Θ(1) when reading a regime off measurements
+REGIME_STATS = ("z_b_rms", "dz_b_rms", "delta1_rms", "delta2_rms", "z_a_rms")
 
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -80,6 +81,9 @@ def classify_regime(slopes: dict[str, float], tol: float = REGIME_TOLERANCE) -> 
     >>> classify_regime({"z_b_rms": 0.0, "dz_b_rms": 0.0, "delta1_rms": 0.0, "delta2_rms": -1.0, "z_a_rms": 0.0})
     ('feature_learning', False)
     """
+    missing = sorted(k for k in REGIME_STATS if not np.isfinite(slopes.get(k, np.nan)))
+    if missing:
+        raise ValueError(f"classify_regime needs finite slopes of {list(REGIME_STATS)}; missing or NaN: {missing}")
     if slopes["z_b_rms"] > tol:
         regime = "unstable"
     elif slopes["dz_b_rms"] < -tol:
@@ -120,9 +124,6 @@ def slope_table(df: pd.DataFrame, stats=("z_a_rms", "z_b_rms", "b_shift_rms"), f
     return table.assign(theory=table.apply(theory, axis=1))
 
 
-REGIME_STATS = ("z_b_rms", "dz_b_rms", "delta1_rms", "delta2_rms", "z_a_rms")
-
-
 def regime_table(df: pd.DataFrame, steps: int, first_step: int = 3) -> pd.DataFrame:
     """Theory vs measured regime for every (init, lr_exponent) of a layer-setting sweep ``df``.
 
@@ -135,7 +136,11 @@ def regime_table(df: pd.DataFrame, steps: int, first_step: int = 3) -> pd.DataFr
     rows = []
     for (init, c), sel in df.groupby(["init", "lr_exponent"], sort=False):
         r = regime(init, float(c), steps=steps)
-        measured, unstable = classify_regime(measured_slopes(sel, REGIME_STATS, first_step=first_step))
+        if sel.diverged.any():  # Z_B passed the threshold: unstable, whatever the slopes of the survivors say
+            peak = sel.groupby(["width", "seed"], as_index=False)["z_a_rms"].max()  # finite until divergence
+            measured, unstable = "unstable", bool(fit_exponent(peak, "z_a_rms").slope > REGIME_TOLERANCE)
+        else:
+            measured, unstable = classify_regime(measured_slopes(sel, REGIME_STATS, first_step=first_step))
         rows.append({"init": init, "c": float(c), "regime": r.regime, "internally_unstable": r.internally_unstable,
                      "measured": measured, "measured_internally_unstable": unstable,
                      "agree": measured == r.regime and unstable == r.internally_unstable})

@@ -1,4 +1,4 @@
-"""Command line: ``lora-theory {simulate, slopes, figures, derive, bench}``.
+"""Command line: ``lora-theory {simulate, slopes, figures, calibrate, derive, bench}``.
 
 Options of the config dataclasses are generated from their fields and ``metadata["help"]``; the
 sweepable arguments of :func:`lora_theory.simulate` take one or more values. This module holds
@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--cache-dir", type=Path, default=Path(".lora_theory_cache"),
                      help="where finished sweep units are kept; reruns load them (default: .lora_theory_cache)")
     fig.set_defaults(run=_run_figures)
+    cal = sub.add_parser("calibrate", help="coverage study of fit_exponent's intervals (resumable)",
+                         description="Run (or resume) the coverage study: many seeds per case, cut into groups of "
+                         "2, 3 and 6; coverage of each interval method against the large-seed slope.")
+    cal.add_argument("--quick", action="store_true", help="a tenth of the seeds (about a minute)")
+    cal.add_argument("--out", type=Path, default=Path("results/calibration"),
+                     help="output folder (default: results/calibration)")
+    cal.add_argument("--cache-dir", type=Path, default=Path(".lora_theory_cache"),
+                     help="where finished sweep units are kept (default: .lora_theory_cache)")
+    cal.add_argument("--cases", nargs="+", default=None, metavar="NAME", help="cases to run (default: all)")
+    cal.set_defaults(run=_run_calibrate)
     der = sub.add_parser("derive", help="print the γ-exponent derivation of each initialisation")
     der.add_argument("--inits", nargs="+", default=["A", "B"], help="initialisations to derive")
     der.add_argument("--lr-exponent", type=float, nargs="+", default=None,
@@ -172,6 +182,17 @@ def _has_tabulate() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tabulate") is not None
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import CASES, main as calibrate
+
+    unknown = sorted(set(args.cases or []) - {c.name for c in CASES})
+    if unknown:
+        raise ValueError(f"--cases must be among {[c.name for c in CASES]}, got {unknown}")
+    table = calibrate(out=args.out, quick=args.quick, cache_dir=args.cache_dir, cases=args.cases)
+    print(table.round(3).to_string(index=False))
+    return 0
 
 
 def _run_figures(args: argparse.Namespace) -> int:

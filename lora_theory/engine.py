@@ -16,7 +16,7 @@ A configuration is marked diverged at the first step where its loss or RMS(Z_B) 
 RMS(Z_B) exceeds ``TrainConfig.diverge_threshold`` τ, or the loss exceeds τ both in absolute value and
 relative to its initial value (the layer loss is a sum over n entries, so an absolute test alone
 would flag healthy runs at very large n). Its weights are then zeroed and frozen, so it can never
-spoil another configuration; its statistics are NaN after that step.
+spoil another configuration; its statistics are NaN from that step on (so no diverged value can reach a fit).
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
             vals.update(stats.shift_stats(A, B, A0, B0))
             vals.update(stats.delta_stats(fz.Z, ZA, B, dA, dB, s, like=loss))
             vals["test_loss"] = _test_loss(setting, fz, A, B, s) if fz.has_test else torch.full_like(loss, float("nan"))
-            for k in STATS:  # configurations that died before this step report NaN
-                out[k].append(torch.where(alive, vals[k], torch.nan).cpu().numpy())
+            for k in STATS:  # configurations that diverge at this step or died before report NaN
+                out[k].append(torch.where(alive & ~bad, vals[k], torch.nan).cpu().numpy())
             div.append((~alive | bad).cpu().numpy())
         alive = alive & ~bad
         if t == cfg.steps:

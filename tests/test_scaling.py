@@ -11,7 +11,7 @@ import pytest
 
 from lora_theory import simulate
 from lora_theory.fit import fit_exponent
-from lora_theory.theory import exponents
+from lora_theory.theory import exponents, max_stable_lr_exponent
 
 WIDTHS = [2 ** k for k in range(7, 13)]
 STATS = ("z_a_rms", "z_b_rms", "b_shift_rms")
@@ -117,3 +117,32 @@ def test_window_slopes_at_large_width(case):
     w = _window(df)
     for stat, expected in zip(STATS, THEORY[case]):
         assert fit_exponent(w, stat).slope == pytest.approx(expected, abs=0.05), stat
+
+
+@pytest.fixture(scope="module")
+def sgd_b():
+    """Init[B] under plain SGD at the old rule's c* = -3/2 and at -2 (docs/theory.md §8.5-§8.6)."""
+    return simulate(widths=[2 ** k for k in range(7, 12)], inits="B", lr_exponent=[-1.5, -2.0], optimizers="sgd",
+                    seeds=range(6), steps=3, progress=False)
+
+
+def test_sgd_init_b_feedback_term_blows_up_at_minus_three_halves(sgd_b):
+    """The coherent B_0ᵀB_0·Z_A term: at c = -3/2, Z_B grows like n^((t-1)/2) (the old "mixed" rule said Θ(1),
+    i.e. stable); the symbolic rule now predicts the growth and places c* below -3/2."""
+    assert max_stable_lr_exponent("B", optimizer="sgd", steps=3) < -1.5
+    assert float(max_stable_lr_exponent("B", optimizer="sgd", steps=3, alignment="mixed")) == -1.5  # old verdict
+    new = exponents("B", -1.5, optimizer="sgd", steps=3).set_index("step").z_b
+    old = exponents("B", -1.5, optimizer="sgd", steps=3, alignment="mixed").set_index("step").z_b
+    slopes = [fit_exponent(sgd_b[(sgd_b.lr_exponent == -1.5) & (sgd_b.step == t)], "z_b_rms").slope for t in (2, 3)]
+    assert 0.25 < slopes[0] < slopes[1]  # Z_B grows with n, faster at each step: unstable
+    for t, slope in zip((2, 3), slopes):  # nearer the new rule (1/2, 1) than the old (0, 0); at n = 2^7..2^11 the
+        # slopes run above the new rule's (about +0.8 and +1.3; docs/theory.md §8.6: +0.71, +1.18 up to 2^13)
+        assert abs(slope - float(new[t])) < abs(slope - float(old[t])), (t, slope)
+
+
+def test_sgd_init_b_is_stable_at_minus_two(sgd_b):
+    """At c = -2 only the random B_0ᵀ(W*Z - y) drives A: Z_B = Θ(n^-1/2) at every step, as predicted."""
+    predicted = exponents("B", -2, optimizer="sgd", steps=3).set_index("step").z_b
+    for step in (1, 2, 3):
+        sel = sgd_b[(sgd_b.lr_exponent == -2.0) & (sgd_b.step == step)]
+        assert fit_exponent(sel, "z_b_rms").slope == pytest.approx(float(predicted[step]), abs=0.1), step

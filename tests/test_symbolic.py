@@ -34,9 +34,9 @@ def brute(a, b, ca, cb, opt=("adam",), steps=4, pretrained=False):
     for _ in range(steps):
         if opt[0] == "sgd":
             g, alignment = opt[1], opt[2]
-            s = {"aligned": y + g + 1, "independent": y + g + half,
-                 "mixed": max(b + g + half, u + g + 1)}[alignment]
-            dza, db = ca + s + 1, cb + g + x
+            s = {"aligned": y + g + 1, "independent": y + g + half, "mixed": max(b + g + half, u + g + 1),
+                 "feedback": max(b + g + half, u + g + 1, y + z + 1)}[alignment]
+            dza, db = ca + s + 1, cb + (max(g, z) if alignment == "feedback" else g) + x
         else:
             dza = ca + 1 if y > NEG else NEG
             db = cb if x > NEG else NEG
@@ -59,7 +59,7 @@ quarters = st.integers(-12, 8).map(lambda k: Fraction(k, 4))
 init_exp = st.one_of(st.just(NEG), quarters)
 sgd_g = st.sampled_from([Fraction(-1), Fraction(-1, 2), Fraction(0)])
 optimisers = st.one_of(st.sampled_from([("adam",), ("signsgd",)]),
-                       st.tuples(st.just("sgd"), sgd_g, st.sampled_from(["aligned", "independent", "mixed"])))
+                       st.tuples(st.just("sgd"), sgd_g, st.sampled_from(["aligned", "independent", "mixed", "feedback"])))
 
 
 def sym(v):

@@ -86,7 +86,7 @@ def trajectory(init: InitExponents, ca, cb, updates: Callable, steps) -> list[di
     rows = [dict(step=0, z_a=x, b=y, b_shift=u, z_b=z, delta1=-oo, delta2=-oo, delta3=-oo, dz_b=-oo,
                  a_shift=v, z_b_total=gamma_sum(z, z0))]
     for t in range(1, steps + 1):
-        dza, db = updates(x, y, u, init, ca, cb)
+        dza, db = updates(x, y, u, z, init, ca, cb)
         d1 = contract(gamma_product(y, dza), "r")  # B_{t−1} ΔZ_A^t
         d2 = contract(gamma_product(db, x), "r")  # ΔB_t Z_A^{t−1}
         d3 = contract(gamma_product(db, dza), "r")  # ΔB_t ΔZ_A^t
@@ -98,23 +98,35 @@ def trajectory(init: InitExponents, ca, cb, updates: Callable, steps) -> list[di
     return rows
 
 
-def sign_updates(x, y, u, init, ca, cb):
+def sign_updates(x, y, u, z, init, ca, cb):
     """Sign-like updates (Adam, SignSGD): (γ[ΔZ_A^t], γ[ΔB_t]) from the previous step's exponents."""
     # g_A Z = sign(S) sign(Z)ᵀZ: coherent over n; g_B has ±1 entries. sign(0) = 0 for a zero partner.
     return (-oo if y == -oo else contract(ca, "n")), (-oo if x == -oo else cb)
 
 
-def sgd_updates(x, y, u, init, ca, cb, g, alignment):
-    """Plain SGD updates: (γ[ΔZ_A^t], γ[ΔB_t]); ``alignment`` sets how B_{t−1}ᵀ dZ̄ contracts over n."""
-    s = ALIGNMENTS[alignment](y, u, init.b, g)  # γ[B_{t−1}ᵀ dZ̄], an r-vector
-    return contract(gamma_product(ca, s), "n"), gamma_product(cb, g, x)  # ΔA Z ∝ s ZᵀZ; ΔB = η dZ̄ Z_Aᵀ
+def sgd_updates(x, y, u, z, init, ca, cb, g, alignment):
+    """Plain SGD updates (docs/theory.md §8): (γ[ΔZ_A^t], γ[ΔB_t]) from the previous step's exponents.
+
+    ΔZ_A^t = −η_A s·(B_{t−1}ᵀ dZ̄) ‖Z‖² (coherent over n) and ΔB_t = −η_B s·dZ̄ (Z_A^{t−1})ᵀ, with
+    dZ̄ = (W*Z − y) + D, D the adapter's output (exponent z_{t−1}), so γ[dZ̄] = max(g, z_{t−1}).
+    ``alignment`` says how B_{t−1}ᵀ dZ̄ contracts over n (``ALIGNMENTS``).
+    """
+    s = ALIGNMENTS[alignment](x, y, u, z, init.b, g)  # γ[B_{t−1}ᵀ dZ̄], an r-vector
+    dz_bar = gamma_sum(g, z) if alignment == "feedback" else g
+    return contract(gamma_product(ca, s), "n"), gamma_product(cb, dz_bar, x)  # ΔA Z ∝ s ZᵀZ; ΔB = η dZ̄ Z_Aᵀ
 
 
+HALF = sympy.Rational(1, 2)
 ALIGNMENTS = {
-    "aligned": lambda y, u, b0, g: contract(gamma_product(y, g), "n"),
-    "independent": lambda y, u, b0, g: contract(gamma_product(y, g), "n", coherent=False),
-    "mixed": lambda y, u, b0, g: gamma_sum(contract(gamma_product(b0, g), "n", coherent=False),
-                                           contract(gamma_product(u, g), "n")),
+    # the three parts of B_{t−1}ᵀ dZ̄ (docs/theory.md §8.2): B_0ᵀ(W*Z − y) random (+1/2); (B − B_0)ᵀ(W*Z − y),
+    # learned along W*Z − y (+1); B_{t−1}ᵀD, the adapter's own output, in the span of B (coherent, +1)
+    "feedback": lambda x, y, u, z, b0, g: gamma_sum(gamma_product(b0, g, HALF), gamma_product(u, g, 1),
+                                                    gamma_product(y, z, 1)),
+    # earlier rules, kept for comparison: they miss the feedback term (and "mixed" uses γ[dZ̄] = g)
+    "mixed": lambda x, y, u, z, b0, g: gamma_sum(contract(gamma_product(b0, g), "n", coherent=False),
+                                                 contract(gamma_product(u, g), "n")),
+    "aligned": lambda x, y, u, z, b0, g: contract(gamma_product(y, g), "n"),
+    "independent": lambda x, y, u, z, b0, g: contract(gamma_product(y, g), "n", coherent=False),
 }
 
 
@@ -122,7 +134,7 @@ OPTIMISERS = {"adam": sign_updates, "signsgd": sign_updates, "sgd": sgd_updates}
 
 
 def update_rule(name, sgd_kw) -> tuple[Callable, str]:
-    """(update rule (x, y, u, init, c_A, c_B) → (γ[ΔZ_A^t], γ[ΔB_t]), its description)."""
+    """(update rule (x, y, u, z, init, c_A, c_B) → (γ[ΔZ_A^t], γ[ΔB_t]), its description)."""
     updates = lookup(OPTIMISERS, name, "optimizer")
     if updates is sign_updates:
         if sgd_kw:
@@ -131,11 +143,11 @@ def update_rule(name, sgd_kw) -> tuple[Callable, str]:
                          "γ[ΔB_t] = c_B if Z_A^{t−1} ≠ 0 else −∞.")
     if set(sgd_kw) - {"g", "alignment"}:
         raise ValueError(f"sgd keyword arguments must be among ['alignment', 'g'], got {sorted(sgd_kw)}")
-    alignment, g = sgd_kw.get("alignment", "mixed"), exact(sgd_kw.get("g", 0), "g")
+    alignment, g = sgd_kw.get("alignment", "feedback"), exact(sgd_kw.get("g", 0), "g")
     lookup(ALIGNMENTS, alignment, "alignment")
     return functools.partial(updates, g=g, alignment=alignment), (
-        f"Rules (SGD, g = γ[dZ̄] = {g}, {alignment} Bᵀ dZ̄): γ[ΔZ_A^t] = c_A + γ[B_{{t−1}}ᵀ dZ̄] + 1; "
-        "γ[ΔB_t] = c_B + g + x_{t−1}.")
+        f"Rules (SGD, g = γ[W*Z − y] = {g}, {alignment} Bᵀ dZ̄): γ[ΔZ_A^t] = c_A + γ[B_{{t−1}}ᵀ dZ̄] + 1; "
+        + ("γ[ΔB_t] = c_B + max(g, z_{t−1}) + x_{t−1}." if alignment == "feedback" else "γ[ΔB_t] = c_B + g + x_{t−1}."))
 
 
 def check_steps(steps, low=1):
