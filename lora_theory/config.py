@@ -3,7 +3,7 @@
 Two frozen dataclasses hold everything that is *not* swept:
 
 * :class:`ModelConfig`: which setting (``"layer"``: the single LoRA layer of the theorems,
-  PAPER.md §1.4; ``"toy"``: the teacher-student MLP of PAPER.md §4.2), the LoRA multiplier
+  docs/theory.md §1.2, §1.4; ``"toy"``: the teacher-student MLP of docs/theory.md §1.3), the LoRA multiplier
   (α/r or α/√r), data sizes and the readout scaling of the toy.
 * :class:`TrainConfig`: steps, Adam's β1/β2/ε (ε may carry a width exponent), the LoRA+
   learning-rate ratio η_B/η_A (optionally a width exponent), recording and divergence policy.

@@ -70,7 +70,7 @@ def fig_coord_check(quick: bool = False, cache_dir=None) -> tuple[Figure, dict]:
         fig = Figure(figsize=(13, 5.2))
         axes = fig.subplots(2, len(COORD_STATS))
         for row, (init, (c, df)) in enumerate(coord_sweeps(quick, cache_dir).items()):
-            # fitted on steps ≥ 3, where the theory's exponents no longer change (docs/theory.md §4)
+            # fitted on steps ≥ 3, where the theory's exponents no longer change (docs/theory.md §4.6)
             slopes = measured_slopes(df, COORD_STATS + ("b_shift_rms",), first_step=3)
             pred = {s: float(theory_exponent(s, init, c, steps)) for s in slopes}
             summary[init] = {"c": str(c), **{s: {"measured": round(slopes[s], 3), "theory": pred[s]} for s in slopes}}

@@ -179,12 +179,13 @@ def _per_seed(lx, ly, seeds, level, estimate, n_boot, seed) -> tuple[float, floa
 
 def _per_width(lx, ly, seeds, level, estimate, n_boot, seed) -> tuple[float, float]:
     """Welch–Satterthwaite t-interval from per-width means and variances (widths independent)."""
-    xs = np.unique(lx)
+    xs = np.array([v for v in np.unique(lx) if (lx == v).sum() >= 2])  # a width's variance needs two seeds
+    if len(xs) < 2:
+        centre = estimate(lx, ly)
+        return centre, centre
     means = np.array([ly[lx == v].mean() for v in xs])
     k = np.array([(lx == v).sum() for v in xs])
     centre = estimate(xs, means)
-    if (k < 2).any():
-        return centre, centre
     var = np.array([ly[lx == v].var(ddof=1) for v in xs]) / k  # variance of each width's mean
     # the estimate is linear in the means: its weights are its response to a unit change of each mean
     weights = np.array([estimate(xs, means + np.eye(len(xs))[i]) - centre for i in range(len(xs))])

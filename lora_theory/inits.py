@@ -1,7 +1,7 @@
 """LoRA initialisations as data: the ``INITS`` registry.
 
 Each scheme gives, for A ∈ R^{r×n} and B ∈ R^{n×r}, the law of the entries and their variance as
-``coef · n**n_exp · r**r_exp`` (or an exact zero), PAPER.md §1.2. The entry exponent
+``coef · n**n_exp · r**r_exp`` (or an exact zero), docs/theory.md §2. The entry exponent
 γ[A_0] = n_exp/2 (−∞ for a zero) is what the symbolic module reads.
 
 | name              | A_0                              | B_0                          | remark                         |

@@ -1,11 +1,11 @@
 """The two width-scaled settings: frozen parts and loss heads, batched over seeds and configurations.
 
 Both settings share one LoRA layer acting on an input Z ∈ R^n (Θ(1) entries) with output
-``Z̄ = W* Z + s·B A Z``, A ∈ R^{r×n}, B ∈ R^{n×r}, s = α/r or α/√r (PAPER.md §1.1). Only A and B train.
+``Z̄ = W* Z + s·B A Z``, A ∈ R^{r×n}, B ∈ R^{n×r}, s = α/r or α/√r (docs/theory.md §1.1). Only A and B train.
 
-* ``layer`` (PAPER.md §1.4, the theorems): Z, y ~ N(0, I_n), W* ~ N(0, 1/n) entries,
+* ``layer`` (docs/theory.md §1.2, §1.4, the theorems): Z, y ~ N(0, I_n), W* ~ N(0, 1/n) entries,
   loss ``½ · mean_i ‖Z̄_i − y_i‖²`` over N samples (N = 1 by default).
-* ``toy`` (PAPER.md §4.2, teacher-student): ``Y_in = W_in x``, ``Z = φ(Y_in)``,
+* ``toy`` (docs/theory.md §1.3, teacher-student): ``Y_in = W_in x``, ``Z = φ(Y_in)``,
   ``Y_h = Y_in + (W_h + s·BA) Z``, ``f = W_out φ(Y_h)``, φ = ReLU, x ~ N(0, I_d);
   W_in ~ N(0, 1/d), W_h ~ N(0, 1/n), W_out ~ N(0, 1/n) (SP) or N(0, 1/n²) (μP).
   Labels come from a teacher of the same shape (width 1000, rank 20, all variances 1/fan-in),
@@ -107,7 +107,7 @@ class LayerSetting:
 
 
 class ToySetting:
-    """Teacher-student residual ReLU MLP with LoRA on the hidden weight (PAPER.md §4.2)."""
+    """Teacher-student residual ReLU MLP with LoRA on the hidden weight (docs/theory.md §1.3)."""
 
     name = "toy"
 

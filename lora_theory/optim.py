@@ -8,7 +8,7 @@ engine and a per-configuration ``torch.optim`` loop agree to round-off:
     m ← β1 m + (1−β1) g,   v ← β2 v + (1−β2) g²,
     ΔW = −(η / (1−β1^t)) · m / (√v / √(1−β2^t) + ε),   ε = eps · n^{eps_exponent}.
 
-SignSGD is Adam with β1 = β2 = 0 and ε → 0: ΔW = −η·sign(g) (PAPER.md §1.4).
+SignSGD is Adam with β1 = β2 = 0 and ε → 0: ΔW = −η·sign(g) (docs/theory.md §1.2, §1.4).
 Learning rates per role: η_A = η and η_B = η · ``TrainConfig.lr_b_factor(n)`` (LoRA+).
 """
 

@@ -49,7 +49,7 @@ def seed_slice(fz: Frozen, i: int) -> Frozen:
 
 
 def loss_fn(setting: str, fz: Frozen, lora: torch.Tensor, test: bool = False) -> torch.Tensor:
-    """Loss of one configuration, written directly from the definitions (PAPER.md §1.4, §4.2)."""
+    """Loss of one configuration, written directly from the definitions (docs/theory.md §1.2, §1.3)."""
     if setting == "layer":
         return 0.5 * (fz.base + lora - fz.target).square().sum(dim=-1).mean()
     base, y = (fz.base_test, fz.target_test) if test else (fz.base, fz.target)

@@ -1,7 +1,7 @@
 """The statistics a simulation records: one registry, ``STATS``, says for each what it is, how it is
 computed, what the γ-calculus predicts for its width exponent, and how a plot labels it.
 
-Every statistic is an RMS per entry (docs/theory.md §4: the RMS of an n-vector with Θ(n^γ) entries is
+Every statistic is an RMS per entry (docs/theory.md §4.3: the RMS of an n-vector with Θ(n^γ) entries is
 Θ(n^γ), whatever n is), computed from rank-r factors so that no (N, n) tensor beyond the forward pass
 is formed. With Z (S, N, n) the layer input, A (S, L, r, n), B (S, L, n, r), s the multiplier and
 ΔA_t, ΔB_t the last update:

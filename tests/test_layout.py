@@ -21,7 +21,7 @@ LAYERS = [
     {"theory.algebra"}, {"theory.recursion"}, {"theory.solve"}, {"theory.derivation"}, {"theory"},
     {"llm.data"}, {"llm.config", "llm.model"}, {"llm.train"}, {"llm.sweep"}, {"llm", "llm.__main__"},
     {"fit"}, {"analysis"},
-    {"experiments", "plotting", "calibrate"}, {"figures"},
+    {"experiments", "plotting", "calibrate", "validate"}, {"figures"},
     {"bench"}, {"cli"}, {"__init__", "__main__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -1,11 +1,10 @@
 """Hypothesis properties of the scaling laws: measured width exponents follow the γ-calculus.
 
 Drawn: rank, seed, optimiser (Adam with one sample; SignSGD with several samples, since one sample
-makes pure sign descent oscillate with period 2, PAPER.md §4.4) and init. Layer setting, n = 2^7..2^11,
+makes pure sign descent oscillate with period 2, docs/theory.md §9.2) and init. Layer setting, n = 2^7..2^11,
 three seeds, 4 steps. Each statistic is fitted on its RMS over the steps where the theory gives it the
 same exponent as at the last step (e.g. t = 1..4 for Z_A under Init[B], t = 2..4 under Init[A]).
-Tolerance 0.2: PAPER.md §4.4(b) expects slopes within about ±0.2 of the asymptotic values at these
-modest widths. Draws are derandomized so CI sees the same examples every run.
+Tolerance 0.2: the finite-width bias of slopes at these modest widths (docs/theory.md §9.1). Draws are derandomized so CI sees the same examples every run.
 
 The ±0.2 bound holds for most draws, not all. It is a fit over 3 seeds, and at rank 2 the seed noise
 is large. A 300-example random run (session 2) found init AB, rank 2, Adam, seeds 1530–1532 with a

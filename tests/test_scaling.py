@@ -72,7 +72,7 @@ def test_init_b_moves_b_by_n_to_the_minus_one(runs, step):
 
 
 def test_first_step_of_init_a_is_vanishing(runs):
-    """t = 1 under Init[A]: only B moves, Z_B^1 = Θ(n^-1/2) (PAPER.md §3.1)."""
+    """t = 1 under Init[A]: only B moves, Z_B^1 = Θ(n^-1/2) (docs/theory.md §5)."""
     sel = runs[(runs.init == "A") & (runs.lr_exponent == -0.5) & (runs.step == 1)]
     assert fit_exponent(sel, "z_b_rms").slope == pytest.approx(-0.5, abs=0.1)
 

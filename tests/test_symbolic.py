@@ -200,7 +200,7 @@ def test_efficient_region_matches_regime(a, b, ca, cb, on_line, opt):
     oracle = all(r[2] <= 0 for r in rows) and all(r[3] == 0 and r[4] == 0 for r in rows[3:])
     assert (verdict.regime == "efficient_feature_learning") == oracle
     assert bool(_region(a, b, opt).subs(point)) == oracle
-    if opt == ("adam",) and not a == b == NEG:  # Li et al. (PAPER.md §8), with γ_Li[A_0] := γ[A_0 Z] − 1
+    if opt == ("adam",) and not a == b == NEG:  # Li et al. (docs/theory.md §7), with γ_Li[A_0] := γ[A_0 Z] − 1
         li = ca + cb == -1 and a + Fraction(1, 2) - 1 <= ca and b <= cb
         assert li == (verdict.regime == "efficient_feature_learning")
         assert bool(efficient_region().subs({**point, gamma_A: sym(a), gamma_B: sym(b)})) == li

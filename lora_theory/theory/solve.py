@@ -1,5 +1,5 @@
 """Solvers on the γ-recursion: per-step exponents, the maximal stable learning-rate exponent c*,
-the regime of a run and the efficient region of the LoRA+ plane (docs/theory.md §2.2, §5, §7).
+the regime of a run and the efficient region of the LoRA+ plane (docs/theory.md §4.5, §5, §7, §8).
 
 >>> exponents("A", Rational(-1, 2)).loc[3, ["z_a", "b", "z_b", "delta2"]].tolist()
 [1/2, -1/2, 0, 0]

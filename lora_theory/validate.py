@@ -1,0 +1,193 @@
+"""The theory-vs-measurement matrix: ``lora-theory validate`` (resumable; ``--quick`` for tests).
+
+Cells: every registered init × optimiser (adam, signsgd, sgd) × c ∈ {c* − 1/2, c* − 1/4, c*, c* + 1/4} at
+rank 4 (c* from the γ-calculus at the run's horizon T), the same at ranks 1 and 16 and with a non-unit
+multiplier (α/r = 4, and rsLoRA) for Init[A] and Init[B] under Adam, and a 3 × 3 grid of the LoRA+ plane
+(c_A, c_B) for Init[A] and Init[B]. All in the layer setting (the theorems'), one sample, T = 4 steps.
+
+Per cell and statistic (``STATS`` entries with a theory column) the measured width exponent at step T
+(``fit_exponent``, per-width Welch interval, with the finite-width-corrected exponent) is compared with
+the calculus's: **agree** (the theory lies in the interval), **trend** (it lies in the corrected fit's
+interval: a finite-width bias toward the theory), **disagree** otherwise; **zero** when the theory says an
+exact zero and every measured value is 0. Exponents are compared only in cells the calculus calls stable
+(beyond the first unstable step its exponents are upper bounds); every cell's regime is compared too.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .analysis import REGIME_TOLERANCE, classify_regime, measured_slopes, REGIME_STATS
+from .config import ModelConfig, TrainConfig
+from .fit import FitWarning, fit_exponent
+from .inits import INITS
+from .simulate import simulate
+from .stats import STATS
+from .theory import exponents, max_stable_lr_exponent, regime
+
+__all__ = ["Cell", "cells", "main", "run_cell"]
+
+STEPS = 4
+WIDTHS = {False: tuple(2 ** k for k in range(7, 12)), True: (64, 128, 256, 512)}
+SEEDS = {False: tuple(range(6)), True: (0, 1, 2)}
+OFFSETS = (-0.5, -0.25, 0.0, 0.25)
+COMPARED = tuple(k for k, s in STATS.items() if s.theory is not None and k != "a_shift_rms")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (init, optimiser, c_A, c_B, rank, multiplier) of the matrix; ``label`` names it in tables."""
+
+    init: str
+    optimizer: str
+    c_a: float
+    c_b: float
+    rank: int = 4
+    alpha: float | None = None
+    scaling: str = "lora"
+    group: str = "main"
+
+    @property
+    def label(self) -> str:
+        extra = "" if self.alpha is None else f", {self.scaling} α={self.alpha:g}"
+        lr = f"c={self.c_a:+.3f}" if self.c_a == self.c_b else f"(c_A, c_B)=({self.c_a:+.2f}, {self.c_b:+.2f})"
+        return f"{self.init}/{self.optimizer}/r{self.rank}{extra}/{lr}"
+
+
+def cells(quick: bool = False) -> list[Cell]:
+    """The matrix's cells (``quick``: the first init of each kind and fewer offsets)."""
+    inits = ["A", "B", "AB"] if quick else list(INITS)
+    out = []
+    for init in inits:
+        for opt in ("adam", "signsgd", "sgd"):
+            cstar = float(max_stable_lr_exponent(init, opt, steps=STEPS))
+            for dc in (OFFSETS[1:3] if quick else OFFSETS):
+                out.append(Cell(init, opt, cstar + dc, cstar + dc))
+    if not quick:
+        for init in ("A", "B"):
+            cstar = float(max_stable_lr_exponent(init))
+            for dc in (-0.25, 0.0):
+                out += [Cell(init, "adam", cstar + dc, cstar + dc, rank=r, group="rank") for r in (1, 16)]
+                out += [Cell(init, "adam", cstar + dc, cstar + dc, alpha=16.0, group="multiplier"),
+                        Cell(init, "adam", cstar + dc, cstar + dc, alpha=8.0, scaling="rslora", group="multiplier")]
+            for ca in (-1.0, -0.75, -0.5):
+                out += [Cell(init, "adam", ca, cb, group="lora_plus") for cb in (-0.5, -0.25, 0.0)]
+    return out
+
+
+def run_cell(cell: Cell, quick: bool = False, cache_dir=None) -> tuple[pd.DataFrame, dict]:
+    """(per-statistic comparison rows, regime row) of one cell."""
+    df = _sweep(cell, quick, cache_dir)
+    theory = exponents(cell.init, (cell.c_a, cell.c_b), cell.optimizer, steps=STEPS).set_index("step")
+    verdict = regime(cell.init, (cell.c_a, cell.c_b), cell.optimizer, steps=STEPS)
+    stable = all(theory.z_b <= 0)
+    rows = []
+    last = df[df.step == STEPS]
+    for stat in COMPARED:
+        gamma = theory.loc[STEPS, STATS[stat].theory]
+        rows.append({"cell": cell.label, "group": cell.group, "init": cell.init, "optimizer": cell.optimizer,
+                     "c_a": cell.c_a, "c_b": cell.c_b, "rank": cell.rank, "stat": stat,
+                     "theory": float(gamma), **_compare(last, stat, float(gamma), stable)})
+    measured = _measured_regime(df)
+    return pd.DataFrame(rows), {"cell": cell.label, "group": cell.group, "theory": verdict.regime,
+                                "theory_internally_unstable": verdict.internally_unstable, **measured,
+                                "agree": measured["measured"] == verdict.regime}
+
+
+def main(out="results/validation", quick: bool = False, cache_dir=".lora_theory_cache") -> dict:
+    """Run (or resume) every cell; write ``matrix.csv``, ``regimes.csv``, ``summary.json`` and the figure."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts, regimes = [], []
+    for cell in cells(quick):
+        rows, reg = run_cell(cell, quick, cache_dir)
+        parts.append(rows)
+        regimes.append(reg)
+    matrix, regimes = pd.concat(parts, ignore_index=True), pd.DataFrame(regimes)
+    matrix.to_csv(out / "matrix.csv", index=False)
+    regimes.to_csv(out / "regimes.csv", index=False)
+    summary = summarise(matrix, regimes)
+    summary["quick"] = quick
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    figure(matrix, regimes).savefig(out / "validation_matrix.png", dpi=120)
+    return summary
+
+
+def summarise(matrix: pd.DataFrame, regimes: pd.DataFrame) -> dict:
+    """Counts of each status (exponents in stable cells; regimes in all cells) and the disagreements."""
+    compared = matrix[matrix.status != "skipped"]
+    return {"exponents": compared.status.value_counts().to_dict(), "exponent_cells": len(compared),
+            "regimes_agree": f"{int(regimes.agree.sum())}/{len(regimes)}",
+            "exponent_disagreements": compared[compared.status == "disagree"][
+                ["cell", "stat", "theory", "slope", "lo", "hi", "corrected", "corrected_lo", "corrected_hi"]
+            ].round(3).to_dict("records"),
+            "regime_disagreements": regimes[~regimes.agree][["cell", "theory", "measured"]].to_dict("records")}
+
+
+def figure(matrix: pd.DataFrame, regimes: pd.DataFrame) -> Figure:
+    """Cells × statistics coloured by status, with the regime verdict as the last column."""
+    colours = {"agree": 0, "zero": 0, "trend": 1, "disagree": 2, "skipped": 3, "regime ok": 0, "regime off": 2}
+    table = matrix.pivot_table(index="cell", columns="stat", values="status", aggfunc="first", sort=False)
+    table["regime"] = regimes.set_index("cell").agree.map({True: "regime ok", False: "regime off"})
+    codes = table.apply(lambda col: col.map(colours)).to_numpy(float)
+    fig = Figure(figsize=(7, 0.16 * len(table) + 1.5))
+    ax = fig.subplots()
+    from matplotlib.colors import ListedColormap
+
+    ax.imshow(codes, aspect="auto", cmap=ListedColormap(["#98df8a", "#ffbb78", "#d62728", "#dddddd"]), vmin=0, vmax=3,
+              interpolation="nearest")
+    ax.set_xticks(range(table.shape[1]), [c.replace("_rms", "") for c in table.columns], rotation=45, fontsize=6)
+    ax.set_yticks(range(len(table)), table.index, fontsize=4)
+    ax.set_title("γ-calculus vs measured exponent at t = 4 (green agree, orange finite-width trend, red "
+                 "disagree, grey not compared: unstable cell)", fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def _sweep(cell: Cell, quick: bool, cache_dir) -> pd.DataFrame:
+    model = ModelConfig(alpha=cell.alpha, scaling=cell.scaling)
+    cfg = TrainConfig(steps=STEPS, lr_ratio_exponent=cell.c_b - cell.c_a)
+    return simulate(widths=list(WIDTHS[quick]), inits=cell.init, lr_exponent=cell.c_a, optimizers=cell.optimizer,
+                    ranks=cell.rank, seeds=list(SEEDS[quick]), model=model, train_cfg=cfg, cache_dir=cache_dir,
+                    progress=False)
+
+
+def _compare(last: pd.DataFrame, stat: str, gamma: float, stable: bool) -> dict:
+    empty = {"slope": np.nan, "lo": np.nan, "hi": np.nan, "corrected": np.nan, "corrected_lo": np.nan,
+             "corrected_hi": np.nan}
+    if not stable:
+        return {**empty, "status": "skipped"}
+    values = last[stat].to_numpy(float)
+    if gamma == -np.inf:
+        return {**empty, "status": "zero" if np.all(values == 0) else "disagree"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)
+        try:
+            e = fit_exponent(last, stat, method="width", correction=True)
+        except ValueError:
+            return {**empty, "status": "disagree"}
+    status = ("agree" if e.lo <= gamma <= e.hi else "trend" if e.corrected_lo <= gamma <= e.corrected_hi
+              else "disagree")
+    return {"slope": e.slope, "lo": e.lo, "hi": e.hi, "corrected": e.corrected, "corrected_lo": e.corrected_lo,
+            "corrected_hi": e.corrected_hi, "status": status}
+
+
+def _measured_regime(df: pd.DataFrame) -> dict:
+    """The regime read off the runs: unstable if any run diverged, else from window-RMS slopes (t ≥ 3)."""
+    if df.diverged.any():
+        return {"measured": "unstable", "diverged_runs": int(df.groupby(["width", "seed"]).diverged.any().sum())}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)
+        try:
+            reg, internal = classify_regime(measured_slopes(df, REGIME_STATS, first_step=3))
+        except ValueError:  # an exactly zero statistic: no slope
+            return {"measured": "undetermined", "diverged_runs": 0}
+    return {"measured": reg, "measured_internally_unstable": internal, "diverged_runs": 0,
+            "tolerance": REGIME_TOLERANCE}
