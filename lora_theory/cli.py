@@ -1,4 +1,4 @@
-"""Command line: ``lora-theory {simulate, slopes, figures, calibrate, derive, bench}``.
+"""Command line: ``lora-theory {simulate, slopes, figures, validate, calibrate, derive, bench}``.
 
 Options of the config dataclasses are generated from their fields and ``metadata["help"]``; the
 sweepable arguments of :func:`lora_theory.simulate` take one or more values. This module holds
@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--cache-dir", type=Path, default=Path(".lora_theory_cache"),
                      help="where finished sweep units are kept; reruns load them (default: .lora_theory_cache)")
     fig.set_defaults(run=_run_figures)
+    val = sub.add_parser("validate", help="theory-vs-measurement matrix over inits × optimisers × c (resumable)",
+                         description="Measure every statistic's width exponent in every cell of the matrix and "
+                         "compare it with the γ-calculus; write results/validation.")
+    val.add_argument("--quick", action="store_true", help="a few inits, small widths (seconds)")
+    val.add_argument("--out", type=Path, default=Path("results/validation"),
+                     help="output folder (default: results/validation)")
+    val.add_argument("--cache-dir", type=Path, default=Path(".lora_theory_cache"),
+                     help="where finished sweep units are kept (default: .lora_theory_cache)")
+    val.set_defaults(run=_run_validate)
     cal = sub.add_parser("calibrate", help="coverage study of fit_exponent's intervals (resumable)",
                          description="Run (or resume) the coverage study: many seeds per case, cut into groups of "
                          "2, 3 and 6; coverage of each interval method against the large-seed slope.")
@@ -182,6 +191,15 @@ def _has_tabulate() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tabulate") is not None
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    import json
+
+    from .validate import main as validate
+
+    print(json.dumps(validate(out=args.out, quick=args.quick, cache_dir=args.cache_dir), indent=1, default=str))
+    return 0
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:

@@ -2,11 +2,13 @@
 
 Every quantity is Θ(n^γ); γ is an exact ``sympy.Rational`` (or an expression in the exponent symbols)
 and ``-oo`` marks an exact zero. The rules are small pure functions: product → sum, sum → max,
-contraction over n → +1 (coherent) or +1/2 (independent, zero mean: CLT), contraction over r → +0.
-A max-plus expression is kept in a canonical form: a number, one affine piece, or an unevaluated
-``Max`` of affine pieces (:func:`pieces` lists them).
+contraction over n → +1 (coherent) or +1/2 (independent, zero mean: CLT), contraction over r → +ρ
+(coherent) or +ρ/2 (independent) when the rank grows as r = Θ(n^ρ) (ρ = 0, the default: fixed rank, +0;
+docs/theory.md §3.3, §13). A max-plus expression is kept in a canonical form: a number, one affine
+piece, or an unevaluated ``Max`` of affine pieces (:func:`pieces` lists them).
 
-Glossary: n width, r rank (fixed), c / c_A / c_B learning-rate exponents, gamma_A / gamma_B the
+Glossary: n width, r rank, ρ = ``rho`` the rank exponent (r = Θ(n^ρ), 0 ≤ ρ < 1), ``gamma_alpha`` the
+multiplier convention s = α·r^{−γ_α}, c / c_A / c_B learning-rate exponents, gamma_A / gamma_B the
 entry exponents of A_0 / B_0 when left symbolic.
 """
 
@@ -24,9 +26,12 @@ from ..checks import lookup
 
 c, c_A, c_B = sympy.symbols("c c_A c_B", real=True)
 gamma_A, gamma_B = sympy.symbols("gamma_A gamma_B", extended_real=True)  # γ[A_0], γ[B_0]; −oo = zero
+rho = sympy.Symbol("rho", nonnegative=True)  # rank exponent: r = Θ(n^ρ), 0 ≤ ρ < 1
+gamma_alpha = sympy.Symbol("gamma_alpha", real=True)  # multiplier convention: s = α·r^{−γ_α}
+SCALINGS = {"lora": sympy.Integer(1), "rslora": sympy.Rational(1, 2), "constant": sympy.Integer(0)}  # γ_α
 
-__all__ = ["c", "c_A", "c_B", "contract", "exact", "frontier", "gamma_A", "gamma_B", "gamma_product",
-           "gamma_sum", "max_of", "pieces", "rel"]
+__all__ = ["SCALINGS", "c", "c_A", "c_B", "contract", "exact", "frontier", "gamma_A", "gamma_alpha", "gamma_B",
+           "gamma_product", "gamma_sum", "max_of", "pieces", "reduce_on_box", "rel", "rho", "scaling_exponent"]
 
 
 def gamma_product(*gammas):
@@ -49,13 +54,58 @@ def gamma_sum(*gammas):
     return max_of(p for g in gammas for p in pieces(g))
 
 
-def contract(gamma, over: Literal["n", "r"], coherent: bool = True):
-    """Exponent of a sum over an index: over n add 1 (aligned) or 1/2 (independent, CLT); over r add 0.
+def contract(gamma, over: Literal["n", "r"], coherent: bool = True, rank_exponent=0):
+    """Exponent of a sum over an index: over n add 1 (aligned) or 1/2 (independent, CLT); over r
+    (r = Θ(n^ρ), ρ = ``rank_exponent``) add ρ (aligned) or ρ/2 (independent): +0 at fixed rank.
 
     >>> contract(Rational(-1, 2), "n", coherent=False), contract(0, "n"), contract(c, "r")
     (0, 1, c)
+    >>> contract(c, "r", rank_exponent=rho), contract(c, "r", coherent=False, rank_exponent=rho)
+    (c + rho, c + rho/2)
     """
-    return gamma_product(gamma, lookup({"n": 1 if coherent else Rational(1, 2), "r": 0}, over, "over"))
+    size = lookup({"n": sympy.Integer(1), "r": sympy.sympify(rank_exponent)}, over, "over")  # log_n of the index range
+    return gamma_product(gamma, size if coherent else size / 2)
+
+
+def scaling_exponent(scaling):
+    """γ_α of the multiplier s = α·r^{−γ_α}: a name of ``SCALINGS`` (``"lora"`` α/r: 1, ``"rslora"`` α/√r:
+    1/2, ``"constant"`` α: 0) or any exponent (number or symbol).
+
+    >>> scaling_exponent("rslora"), scaling_exponent(0.25), scaling_exponent(gamma_alpha)
+    (1/2, 1/4, gamma_alpha)
+    """
+    if isinstance(scaling, str):
+        return lookup(SCALINGS, scaling, "scaling")
+    return exact(scaling, "scaling")
+
+
+def reduce_on_box(expr, box: dict):
+    """Drop the arguments of every ``Min``/``Max`` in ``expr`` that never attain it on a box of symbols.
+
+    ``box`` maps symbols to closed intervals (lo, hi). Arguments must be multilinear in the box's
+    symbols (affine in each one separately, e.g. (1 − γ_α)·ρ), so a difference is ≥ 0 on the box iff it
+    is ≥ 0 at the box's corners. What remains is exact on the box (an open end such as ρ < 1 is covered
+    by its closure).
+
+    >>> reduce_on_box(sympy.Min(gamma_alpha * rho - rho, (gamma_alpha * rho - rho - 1) / 2),
+    ...               {rho: (0, 1), gamma_alpha: (0, 1)})
+    gamma_alpha*rho/2 - rho/2 - 1/2
+    """
+    corners = [dict(zip(box, v)) for v in itertools.product(*box.values())]
+
+    def below(p, q):  # p <= q everywhere on the box
+        return all((v := sympy.sympify(q - p).subs(pt)).is_number and v >= 0 for pt in corners)
+
+    def reduce(e):
+        if isinstance(e, (sympy.Min, sympy.Max)):
+            args = [reduce(a) for a in e.args]
+            wins = below if isinstance(e, sympy.Min) else (lambda p, q: below(q, p))
+            keep = [a for i, a in enumerate(args)
+                    if not any(j != i and wins(b, a) and (not wins(a, b) or j < i) for j, b in enumerate(args))]
+            return type(e)(*keep)
+        return e.func(*map(reduce, e.args)) if e.args else e
+
+    return reduce(sympy.sympify(expr))
 
 
 def pieces(expr) -> list:
@@ -76,9 +126,10 @@ def max_of(pieces):
 
 
 def frontier(items) -> list:
-    """Distinct pieces, without those below another piece by a positive constant (never the max)."""
+    """Distinct pieces, without those below another piece by a positive constant or by a multiple of
+    ``rho`` (≥ 0): such a piece is never the max."""
     items = list(dict.fromkeys(sympy.expand(i) for i in items))
-    return [p for p in items if not any((d := q - p).is_number and d > 0 for q in items)]
+    return [p for p in items if not any(q is not p and _at_least(q - p) for q in items)]
 
 
 def rel(op, expr):
@@ -100,3 +151,8 @@ def exact(value, name, zero_ok=False):
         raise ValueError(f"{name} must be a finite exponent{' or -oo (exact zero)' if zero_ok else ''}, "
                          f"got {value!r}")
     return v
+
+
+def _at_least(d) -> bool:
+    """d ≥ 0 for every admissible ρ (d ≠ 0: the items are distinct); only numbers and ρ are decided."""
+    return bool(d > 0) if d.is_number else (d.free_symbols == {rho} and d.is_nonnegative is True)

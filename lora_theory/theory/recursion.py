@@ -10,29 +10,35 @@ s·(B_tA_t − B_0A_0·[B_0A_0 absorbed by W*])Z: z_t = max(z_{t−1}, δ¹, δ�
 from −∞ when the scheme starts at the pretrained model. ``z_b_total`` is γ[s·B_tA_tZ] itself (what
 the engine's ``z_b_rms`` measures; it differs from ``z_b`` only when W* absorbed a non-zero B_0A_0).
 
+In the joint limit r = Θ(n^ρ) with multiplier s = α·r^{−γ_α} (:class:`RankScaling`, docs/theory.md §13),
+γ[s] = −γ_α·ρ multiplies every term of the output, the init variances carry their r-exponents, and each
+sum over the r columns of B adds ρ (aligned terms) or ρ/2 (independent): δ² and δ³ are aligned sums,
+δ¹ = s·B_0ΔZ_A (independent: B_0 is random) + s·(B − B_0)ΔZ_A (aligned: learned along the update).
+
 Glossary: a = γ[A_0 entries], b = γ[B_0 entries], x_t = γ[Z_A^t] (x_0 = a + 1/2), y_t = γ[B_t],
 u_t = γ[B_t − B_0], v_t = γ[A_t − A_0] (entries), g = γ[dZ̄] (SGD only), c_A / c_B the learning-rate
-exponents of A and B.
+exponents of A and B, ρ the rank exponent, γ_α the multiplier convention, γ[s] = γ[α] − γ_α·ρ.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import sympy
-from sympy import oo
+from sympy import Rational, oo  # noqa: F401 (Rational: doctests)
 
 from ..checks import lookup
 from ..inits import INITS
-from .algebra import contract, exact, gamma_product, gamma_sum
+from .algebra import contract, exact, gamma_product, gamma_sum, scaling_exponent
 
 WINDOW = 3  # first step at which efficiency / feature learning is checked (docs/theory.md §4)
 COLUMNS = ["step", "z_a", "b", "b_shift", "z_b", "delta1", "delta2", "delta3", "dz_b", "a_shift", "z_b_total"]
 
-__all__ = ["ALIGNMENTS", "COLUMNS", "InitExponents", "OPTIMISERS", "WINDOW", "check_steps", "init_exponents",
-           "lr_exponents", "trajectory", "update_rule"]
+__all__ = ["ALIGNMENTS", "COLUMNS", "InitExponents", "OPTIMISERS", "RankScaling", "WINDOW", "check_steps",
+           "init_exponents", "lr_exponents", "rank_scaling", "trajectory", "update_rule"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +55,53 @@ class InitExponents:
     product_is_zero: bool = False
 
 
-def init_exponents(init) -> InitExponents:
+@dataclass(frozen=True, slots=True)
+class RankScaling:
+    """The rank and the multiplier as exponents: r = Θ(n^``rho``), s = α·r^{−``gamma_alpha``}, α = Θ(n^``alpha``).
+
+    The default (ρ = 0, fixed rank) is the paper's setting, where s = Θ(1) drops out. ``alpha`` is 0 in the
+    theory (α a constant); a symbol there records how a bound depends on α (``solve.lr_law``).
+    """
+
+    rho: sympy.Expr = sympy.Integer(0)
+    gamma_alpha: sympy.Expr = sympy.Integer(1)
+    alpha: sympy.Expr = sympy.Integer(0)
+
+    @property
+    def s(self):
+        """γ[s] = γ[α] − γ_α·ρ, the exponent of the multiplier."""
+        return sympy.expand(self.alpha - self.gamma_alpha * self.rho)
+
+
+def rank_scaling(rank_exponent=0, scaling="lora") -> RankScaling:
+    """Validated :class:`RankScaling`: ρ a number in [0, 1) or a symbol; ``scaling`` as in
+    :func:`~lora_theory.theory.algebra.scaling_exponent`.
+
+    >>> rank_scaling(0.5, "rslora").s
+    -1/4
+    """
+    rho = exact(rank_exponent, "rank_exponent")
+    if rho.is_number and not 0 <= rho < 1:
+        raise ValueError(f"rank_exponent must be in [0, 1) (r = n^rho with r < n), got {rank_exponent!r}")
+    return RankScaling(rho, scaling_exponent(scaling))
+
+
+def init_exponents(init, rank_exponent=0) -> InitExponents:
     """:class:`InitExponents` of a registered init name, a pair (γ[A_0], γ[B_0]) or an InitExponents.
+
+    For a registered name the entry variance n^n_exp·r^r_exp gives γ = (n_exp + ρ·r_exp)/2, with
+    ρ = ``rank_exponent``; a pair or an InitExponents is taken as given (exponents in n, may hold ρ).
 
     >>> init_exponents("B")
     InitExponents(a=-oo, b=0, starts_at_pretrained=False, product_is_zero=False)
+    >>> init_exponents("B", Rational(1, 2)).b
+    -1/4
     """
     if isinstance(init, str):
-        e = lookup(INITS, init, "init").exponents()
-        a, b = exact(e.a, "init", True), exact(e.b, "init", True)
+        spec = lookup(INITS, init, "init")
+        e, rho = spec.exponents(), exact(rank_exponent, "rank_exponent")
+        a, b = (exact(g, "init", True) + (0 if g == -math.inf else exact(d.r_exp, "init") * rho / 2)
+                for g, d in ((e.a, spec.a), (e.b, spec.b)))
         return InitExponents(a, b, e.starts_at_pretrained and -oo not in (a, b), e.product_is_zero)
     if isinstance(init, InitExponents):
         a, b, pre, zero = init.a, init.b, init.starts_at_pretrained, init.product_is_zero
@@ -77,19 +121,25 @@ def lr_exponents(lr_exponent) -> tuple:
     return tuple(exact(v, "lr_exponent") for v in pair)
 
 
-def trajectory(init: InitExponents, ca, cb, updates: Callable, steps) -> list[dict]:
-    """Fold the one-step recursion over t = 1..steps; one dict per step (t = 0 included), keys ``COLUMNS``."""
+def trajectory(init: InitExponents, ca, cb, updates: Callable, steps, rank: RankScaling = RankScaling()) -> list[dict]:
+    """Fold the one-step recursion over t = 1..steps; one dict per step (t = 0 included), keys ``COLUMNS``.
+
+    ``rank`` (default: fixed rank) sets ρ and the multiplier exponent γ[s] (module docstring).
+    """
     check_steps(steps)
+    rho, gs = rank.rho, rank.s
     x, y, u, v = contract(init.a, "n", coherent=False), init.b, -oo, -oo  # A_0 Z: CLT over n
-    z0 = -oo if init.product_is_zero else gamma_product(x, y)  # γ[s·B_0A_0Z]
+    # γ[s·B_0A_0Z]: B_0 and A_0Z independent, a CLT sum over the r columns
+    z0 = -oo if init.product_is_zero else gamma_product(gs, contract(gamma_product(x, y), "r", False, rho))
     z = -oo if init.starts_at_pretrained else z0
     rows = [dict(step=0, z_a=x, b=y, b_shift=u, z_b=z, delta1=-oo, delta2=-oo, delta3=-oo, dz_b=-oo,
                  a_shift=v, z_b_total=gamma_sum(z, z0))]
     for t in range(1, steps + 1):
-        dza, db = updates(x, y, u, z, init, ca, cb)
-        d1 = contract(gamma_product(y, dza), "r")  # B_{t−1} ΔZ_A^t
-        d2 = contract(gamma_product(db, x), "r")  # ΔB_t Z_A^{t−1}
-        d3 = contract(gamma_product(db, dza), "r")  # ΔB_t ΔZ_A^t
+        dza, db = updates(x, y, u, z, init, ca, cb, gs)
+        # s·B_{t−1}ΔZ_A^t: random B_0 (independent of the update's signs, CLT over r) + learned B − B_0 (aligned)
+        d1 = gamma_product(gs, dza, gamma_sum(contract(init.b, "r", False, rho), contract(u, "r", True, rho)))
+        d2 = gamma_product(gs, contract(gamma_product(db, x), "r", True, rho))  # s·ΔB_t Z_A^{t−1}: Σ_i |Z_A,i|
+        d3 = gamma_product(gs, contract(gamma_product(db, dza), "r", True, rho))  # s·ΔB_t ΔZ_A^t: aligned
         # ΔA is a sum of rank-one terms (row vector)·Zᵀ, so ΔA·Z is a coherent contraction: entries dza − 1
         v = gamma_sum(v, gamma_product(dza, -1))
         x, y, u, z = gamma_sum(x, dza), gamma_sum(y, db), gamma_sum(u, db), gamma_sum(z, d1, d2, d3)
@@ -98,22 +148,24 @@ def trajectory(init: InitExponents, ca, cb, updates: Callable, steps) -> list[di
     return rows
 
 
-def sign_updates(x, y, u, z, init, ca, cb):
-    """Sign-like updates (Adam, SignSGD): (γ[ΔZ_A^t], γ[ΔB_t]) from the previous step's exponents."""
+def sign_updates(x, y, u, z, init, ca, cb, gs=0):
+    """Sign-like updates (Adam, SignSGD): (γ[ΔZ_A^t], γ[ΔB_t]) from the previous step's exponents; the
+    multiplier (exponent ``gs``) drops out of a sign."""
     # g_A Z = sign(S) sign(Z)ᵀZ: coherent over n; g_B has ±1 entries. sign(0) = 0 for a zero partner.
     return (-oo if y == -oo else contract(ca, "n")), (-oo if x == -oo else cb)
 
 
-def sgd_updates(x, y, u, z, init, ca, cb, g, alignment):
+def sgd_updates(x, y, u, z, init, ca, cb, gs=0, *, g, alignment):
     """Plain SGD updates (docs/theory.md §8): (γ[ΔZ_A^t], γ[ΔB_t]) from the previous step's exponents.
 
     ΔZ_A^t = −η_A s·(B_{t−1}ᵀ dZ̄) ‖Z‖² (coherent over n) and ΔB_t = −η_B s·dZ̄ (Z_A^{t−1})ᵀ, with
     dZ̄ = (W*Z − y) + D, D the adapter's output (exponent z_{t−1}), so γ[dZ̄] = max(g, z_{t−1}).
-    ``alignment`` says how B_{t−1}ᵀ dZ̄ contracts over n (``ALIGNMENTS``).
+    ``alignment`` says how B_{t−1}ᵀ dZ̄ contracts over n (``ALIGNMENTS``); ``gs`` = γ[s] (0 at fixed rank).
     """
-    s = ALIGNMENTS[alignment](x, y, u, z, init.b, g)  # γ[B_{t−1}ᵀ dZ̄], an r-vector
+    S = ALIGNMENTS[alignment](x, y, u, z, init.b, g)  # γ[B_{t−1}ᵀ dZ̄], an r-vector
     dz_bar = gamma_sum(g, z) if alignment == "feedback" else g
-    return contract(gamma_product(ca, s), "n"), gamma_product(cb, dz_bar, x)  # ΔA Z ∝ s ZᵀZ; ΔB = η dZ̄ Z_Aᵀ
+    # ΔA Z ∝ s (Bᵀ dZ̄) ZᵀZ; ΔB = η s dZ̄ Z_Aᵀ
+    return contract(gamma_product(ca, gs, S), "n"), gamma_product(cb, gs, dz_bar, x)
 
 
 HALF = sympy.Rational(1, 2)
@@ -134,7 +186,7 @@ OPTIMISERS = {"adam": sign_updates, "signsgd": sign_updates, "sgd": sgd_updates}
 
 
 def update_rule(name, sgd_kw) -> tuple[Callable, str]:
-    """(update rule (x, y, u, z, init, c_A, c_B) → (γ[ΔZ_A^t], γ[ΔB_t]), its description)."""
+    """(update rule (x, y, u, z, init, c_A, c_B, γ[s]) → (γ[ΔZ_A^t], γ[ΔB_t]), its description)."""
     updates = lookup(OPTIMISERS, name, "optimizer")
     if updates is sign_updates:
         if sgd_kw:

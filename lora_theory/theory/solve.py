@@ -1,5 +1,7 @@
 """Solvers on the γ-recursion: per-step exponents, the maximal stable learning-rate exponent c*,
 the regime of a run and the efficient region of the LoRA+ plane (docs/theory.md §4.5, §5, §7, §8).
+Every solver but :func:`efficient_region` also takes the rank exponent ρ (r = Θ(n^ρ)) and the multiplier
+convention s = α·r^{−γ_α} (docs/theory.md §13); ρ = 0, the default, is the paper's fixed rank.
 
 >>> exponents("A", Rational(-1, 2)).loc[3, ["z_a", "b", "z_b", "delta2"]].tolist()
 [1/2, -1/2, 0, 0]
@@ -16,9 +18,9 @@ from sympy import And, Eq, Min, Or, Piecewise, Rational, oo  # noqa: F401 (Ratio
 
 from ..checks import lookup
 from ..stats import STATS
-from .algebra import c, c_A, c_B, exact, frontier, gamma_A, gamma_B, gamma_sum, pieces, rel
-from .recursion import (COLUMNS, WINDOW, InitExponents, check_steps, init_exponents, lr_exponents, trajectory,
-                        update_rule)
+from .algebra import c, c_A, c_B, exact, frontier, gamma_A, gamma_B, gamma_sum, pieces, reduce_on_box, rel, rho
+from .recursion import (COLUMNS, WINDOW, InitExponents, check_steps, init_exponents, lr_exponents, rank_scaling,
+                        trajectory, update_rule)
 
 REGIMES = ("unstable", "stable_no_feature_learning", "feature_learning", "efficient_feature_learning")
 
@@ -35,7 +37,8 @@ class Regime:
     b_under_trained: bool  # B_0 ≠ 0 and γ[B_t − B_0] < γ[B_0] at the last step
 
 
-def exponents(init, lr_exponent, optimizer="adam", steps=4, **sgd_kw) -> pd.DataFrame:
+def exponents(init, lr_exponent, optimizer="adam", steps=4, *, rank_exponent=0, scaling="lora",
+              **sgd_kw) -> pd.DataFrame:
     """Per-step exponents x_t, y_t, z_t and γ[δ¹_t], γ[δ²_t], γ[δ³_t] (docs/theory.md §5).
 
     Args:
@@ -43,6 +46,9 @@ def exponents(init, lr_exponent, optimizer="adam", steps=4, **sgd_kw) -> pd.Data
         lr_exponent: c (shared) or (c_A, c_B); numbers or sympy symbols.
         optimizer: ``"adam"``/``"signsgd"`` (sign-like updates) or ``"sgd"``.
         steps: number of updates T ≥ 1.
+        rank_exponent: ρ in r = Θ(n^ρ), a number in [0, 1) or a symbol (``algebra.rho``); 0: fixed rank.
+        scaling: the multiplier s = α·r^{−γ_α}: ``"lora"`` (γ_α = 1), ``"rslora"`` (1/2), ``"constant"``
+            (0) or any exponent γ_α (number or symbol); irrelevant at ρ = 0.
         **sgd_kw: for ``"sgd"`` only: ``g`` = γ[dZ̄] (default 0) and ``alignment`` of Bᵀ dZ̄:
             ``"aligned"`` (+1), ``"independent"`` (+1/2) or ``"mixed"`` (default: the B_0 part +1/2,
             the learned part B_t − B_0, built from updates ∝ dZ̄, +1).
@@ -53,25 +59,35 @@ def exponents(init, lr_exponent, optimizer="adam", steps=4, **sgd_kw) -> pd.Data
 
     >>> exponents("B", -1, steps=2)[["z_a", "b", "z_b", "delta1", "delta2"]].values.tolist()
     [[-oo, 0, -oo, -oo, -oo], [0, 0, 0, 0, -oo], [0, 0, 0, 0, -1]]
+    >>> exponents("A", c, steps=3, rank_exponent=rho, scaling="constant").loc[3, "z_b"]  # μA's Init[A]
+    Max(c + rho, 2*c + rho + 1)
     """
-    rows = trajectory(init_exponents(init), *lr_exponents(lr_exponent), update_rule(optimizer, sgd_kw)[0], steps)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(_rows(init, lr_exponents(lr_exponent), optimizer, steps, rank_exponent, scaling, sgd_kw),
+                        columns=COLUMNS)
 
 
-def max_stable_lr_exponent(init, optimizer="adam", steps=4, lr_ratio_exponent=0, **sgd_kw):
+def max_stable_lr_exponent(init, optimizer="adam", steps=4, lr_ratio_exponent=0, *, rank_exponent=0,
+                           scaling="lora", **sgd_kw):
     """Exact largest shared c with z_t ≤ 0 for t = 0..T; c_B = c + ``lr_ratio_exponent`` (LoRA+ ratio).
 
     Every z_t is a max of affine functions of c with slopes ≥ 0, so the stable set is (−∞, c*] with
     c* the smallest root −k/m of the pieces m·c + k (m > 0); −oo if a c-free piece is > 0 (the init
-    itself is unstable) and oo if nothing ever moves (A_0 = B_0 = 0). Arguments as in :func:`exponents`.
+    itself is unstable) and oo if nothing ever moves (A_0 = B_0 = 0). Arguments as in :func:`exponents`;
+    with a symbolic ρ the roots that never attain the minimum on 0 ≤ ρ ≤ 1 are dropped. The learning
+    rate is then η = Θ(n^{c*}) with r = n^ρ: :func:`lora_theory.theory.lr_law` splits c* into its width
+    and rank exponents.
 
     >>> max_stable_lr_exponent("A"), max_stable_lr_exponent("B"), max_stable_lr_exponent((-oo, -oo))
     (-1/2, -1, oo)
+    >>> max_stable_lr_exponent("A", rank_exponent=rho, scaling="constant")  # μA: η = Θ(n^-1/2 r^-1/2)
+    -rho/2 - 1/2
+    >>> max_stable_lr_exponent("B", rank_exponent=rho, scaling="lora")  # α/r and Init[B]: η = Θ(min(r/n, n^-1/2))
+    Min(-1/2, rho - 1)
     """
-    rho = exact(lr_ratio_exponent, "lr_ratio_exponent")
-    rows = trajectory(init_exponents(init), c, c + rho, update_rule(optimizer, sgd_kw)[0], steps)
+    ratio = exact(lr_ratio_exponent, "lr_ratio_exponent")
+    rows = _rows(init, (c, c + ratio), optimizer, steps, rank_exponent, scaling, sgd_kw)
     cstar, unstable = _solve_max_c([row["z_b"] for row in rows])
-    return Piecewise((-oo, unstable), (cstar, True))
+    return reduce_on_box(Piecewise((-oo, unstable), (cstar, True)), {rho: (0, 1)})
 
 
 def max_stable_lr_exponent_symbolic(optimizer="adam", steps=4, lr_ratio_exponent=0, **sgd_kw):
@@ -92,16 +108,19 @@ def max_stable_lr_exponent_symbolic(optimizer="adam", steps=4, lr_ratio_exponent
     return Piecewise(*pieces)
 
 
-def regime(init, lr_exponent, optimizer="adam", steps=4, **sgd_kw) -> Regime:
+def regime(init, lr_exponent, optimizer="adam", steps=4, *, rank_exponent=0, scaling="lora", **sgd_kw) -> Regime:
     """Classify a (numeric) run per docs/theory.md §4; FL and efficiency are checked on t = 3..T (T ≥ 3).
+    Arguments as in :func:`exponents` (all numeric).
 
     >>> regime("A", Rational(-1, 2))
     Regime(regime='efficient_feature_learning', internally_unstable=True, b_under_trained=False)
     >>> regime("B", -1)
     Regime(regime='feature_learning', internally_unstable=False, b_under_trained=True)
+    >>> regime("B", -1, rank_exponent=Rational(1, 2), scaling="rslora").regime  # s = r^-1/2 damps Z_B
+    'stable_no_feature_learning'
     """
     check_steps(steps, low=WINDOW)
-    rows = trajectory(init_exponents(init), *lr_exponents(lr_exponent), update_rule(optimizer, sgd_kw)[0], steps)
+    rows = _rows(init, lr_exponents(lr_exponent), optimizer, steps, rank_exponent, scaling, sgd_kw)
     if any(sympy.sympify(v).free_symbols for row in rows for v in row.values()):
         raise ValueError("regime needs numeric exponents (init, lr_exponent, g), got symbols")
     window = rows[WINDOW:]
@@ -142,14 +161,16 @@ def efficient_region(init=None, optimizer="adam", steps=4, **sgd_kw):
     return region
 
 
+
+
 def theory_exponent(stat: str, init, lr_exponent, step: int, optimizer: str = "adam", steps: int | None = None,
-                    **sgd_kw):
+                    *, rank_exponent=0, scaling="lora", **sgd_kw):
     """The width exponent the calculus predicts for the recorded statistic ``stat`` at ``step`` (exact; None
     when ``stats.STATS[stat].theory`` is None, e.g. the loss).
 
     Args:
         stat: a key of ``lora_theory.stats.STATS``.
-        init, lr_exponent, optimizer, **sgd_kw: as in :func:`exponents`.
+        init, lr_exponent, optimizer, rank_exponent, scaling, **sgd_kw: as in :func:`exponents`.
         step: the step t ≥ 0.
         steps: length of the derived trajectory (default ``max(step, 1)``).
 
@@ -159,35 +180,18 @@ def theory_exponent(stat: str, init, lr_exponent, step: int, optimizer: str = "a
     spec = lookup(STATS, stat, "stat")
     if spec.theory is None:
         return None
-    table = exponents(init, lr_exponent, optimizer, steps=steps or max(step, 1), **sgd_kw)
+    table = exponents(init, lr_exponent, optimizer, steps=steps or max(step, 1), rank_exponent=rank_exponent,
+                      scaling=scaling, **sgd_kw)
     return table.set_index("step").loc[step, spec.theory]
 
 
 # ----------------------------------------------------------------------------------------- private
 
+def _rows(init, lrs, optimizer, steps, rank_exponent, scaling, sgd_kw):
+    """The recursion's rows for a validated (c_A, c_B), at rank exponent ρ and multiplier convention γ_α."""
+    rank = rank_scaling(rank_exponent, scaling)
+    return trajectory(init_exponents(init, rank.rho), *lrs, update_rule(optimizer, sgd_kw)[0], steps, rank)
 
-def theory_exponent(stat: str, init, lr_exponent, step: int, optimizer: str = "adam", steps: int | None = None,
-                    **sgd_kw):
-    """The width exponent the calculus predicts for the recorded statistic ``stat`` at ``step`` (exact; None
-    when ``stats.STATS[stat].theory`` is None, e.g. the loss).
-
-    Args:
-        stat: a key of ``lora_theory.stats.STATS``.
-        init, lr_exponent, optimizer, **sgd_kw: as in :func:`exponents`.
-        step: the step t ≥ 0.
-        steps: length of the derived trajectory (default ``max(step, 1)``).
-
-    >>> theory_exponent("dz_b_rms", "AB_raw", -2, step=4), theory_exponent("z_b_rms", "AB_raw", -2, step=4)
-    (-3/2, -1/2)
-    """
-    spec = lookup(STATS, stat, "stat")
-    if spec.theory is None:
-        return None
-    table = exponents(init, lr_exponent, optimizer, steps=steps or max(step, 1), **sgd_kw)
-    return table.set_index("step").loc[step, spec.theory]
-
-
-# ----------------------------------------------------------------------------------------- private
 
 def _solve_max_c(zs):
     """(c*, condition that some c-free piece is > 0) for the constraints z ≤ 0."""
@@ -198,6 +202,8 @@ def _solve_max_c(zs):
             raise ValueError(f"exponent piece {p} is not non-decreasing in c")
         if m:
             bounds.append(-k / m)
+        elif k.free_symbols <= {rho} and k.subs(rho, 0) <= 0 and k.subs(rho, 1) <= 0:
+            continue  # affine in ρ and ≤ 0 at both ends: never > 0 for 0 ≤ ρ < 1
         else:
             free.append(k > 0)
     return (Min(*bounds) if bounds else oo), Or(*free)
