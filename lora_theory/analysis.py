@@ -12,9 +12,13 @@ Glossary: η learning rate, n width, c = γ[η], τ the Z_B threshold.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
+from .checks import check_positive, check_table, is_real
 from .fit import fit_exponent, fit_exponents
 
 REGIME_TOLERANCE = 0.15  # |slope| below this counts as Θ(1) when reading a regime off measurements
@@ -23,6 +27,7 @@ REGIME_STATS = ("z_b_rms", "dz_b_rms", "delta1_rms", "delta2_rms", "z_a_rms")
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The last recorded step of every configuration."""
+    check_table(df, df=["step"])
     return df[df.step == df.step.max()]
 
 
@@ -37,6 +42,7 @@ def optimal_lr(df: pd.DataFrame, by=("init", "width"), metric: str = "loss") -> 
         >>> optimal_lr(d)[["lr_opt", "loss"]].values.tolist()
         [[0.2, 0.6]]
     """
+    check_table(df, by=list(by), metric=metric, df=["lr", "step"])
     last = final_rows(df).assign(**{metric: lambda d: d[metric].fillna(np.inf)})
     mean = last.groupby([*by, "lr"], as_index=False)[metric].mean()
     best = mean.loc[mean.groupby(list(by))[metric].idxmin()]
@@ -45,6 +51,7 @@ def optimal_lr(df: pd.DataFrame, by=("init", "width"), metric: str = "loss") -> 
 
 def optimal_lr_per_seed(df: pd.DataFrame, by=("init", "width"), metric: str = "loss") -> pd.DataFrame:
     """:func:`optimal_lr` within each seed (the unit the bootstrap of :func:`fit_exponent` resamples)."""
+    check_table(df, df=["seed"])
     frames = [optimal_lr(g, by, metric).assign(seed=seed) for seed, g in df.groupby("seed")]
     return pd.concat(frames, ignore_index=True)
 
@@ -54,6 +61,8 @@ def max_stable_lr(df: pd.DataFrame, tau: float, by=("init", "width", "seed")) ->
 
     A diverged run counts as unstable. Groups whose smallest η is already unstable get NaN.
     """
+    check_positive("tau", tau)
+    check_table(df, by=list(by), df=["lr", "z_b_rms", "diverged"])
     peak = df.groupby([*by, "lr"], as_index=False).agg(z=("z_b_rms", "max"), diverged=("diverged", "any"))
     peak["bad"] = peak["diverged"] | ~(peak["z"] <= tau)
     rows = []
@@ -67,6 +76,7 @@ def max_stable_lr(df: pd.DataFrame, tau: float, by=("init", "width", "seed")) ->
 
 def window_rms(df: pd.DataFrame, stats, first_step: int = 2, by=("init", "lr_exponent", "width", "seed")):
     """RMS over steps ≥ ``first_step`` of each statistic, per configuration (robust to oscillation)."""
+    check_table(df, stats=list(stats), by=list(by), df=["step"])
     d = df[df.step >= first_step]
     return d.groupby(list(by), dropna=False)[list(stats)].agg(lambda x: np.sqrt(np.mean(np.square(x)))).reset_index()
 
@@ -81,6 +91,10 @@ def classify_regime(slopes: dict[str, float], tol: float = REGIME_TOLERANCE) -> 
     >>> classify_regime({"z_b_rms": 0.0, "dz_b_rms": 0.0, "delta1_rms": 0.0, "delta2_rms": -1.0, "z_a_rms": 0.0})
     ('feature_learning', False)
     """
+    if not isinstance(slopes, Mapping):
+        raise TypeError(f"slopes must be a dict of statistic -> width exponent, got {slopes!r}")
+    if not (is_real(tol) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     missing = sorted(k for k in REGIME_STATS if not np.isfinite(slopes.get(k, np.nan)))
     if missing:
         raise ValueError(f"classify_regime needs finite slopes of {list(REGIME_STATS)}; missing or NaN: {missing}")
@@ -111,6 +125,13 @@ def slope_table(df: pd.DataFrame, stats=("z_a_rms", "z_b_rms", "b_shift_rms"), f
     """
     from .theory import theory_exponent
 
+    check_table(df, stats=list(stats), df=["init", "lr_exponent", "step", "width", "seed"])
+    if df["width"].nunique() < 2:
+        raise ValueError(f"df must hold at least two widths to fit width exponents, got "
+                         f"{sorted(int(w) for w in df.width.unique())}")
+    if not (df["step"] >= (1 if per_step else first_step)).any():
+        raise ValueError(f"first_step={first_step} leaves no row to fit: the last step of df is "
+                         f"{df.step.max()}")
     if per_step:
         table = fit_exponents(df[df.step >= 1], list(stats), ["init", "lr_exponent", "step"])
     else:
@@ -128,20 +149,21 @@ def regime_table(df: pd.DataFrame, steps: int, first_step: int = 3) -> pd.DataFr
     """Theory vs measured regime for every (init, lr_exponent) of a layer-setting sweep ``df``.
 
     The theory is :func:`lora_theory.theory.regime` at c; the measurement is :func:`classify_regime` of
-    the window-RMS width exponents (steps ≥ ``first_step``). Columns: ``init, c, regime,
-    internally_unstable, measured, measured_internally_unstable, agree``.
+    the window-RMS width exponents (steps ≥ ``first_step``); a cell with a diverged run is measured
+    ``unstable`` and its internal (in)stability is not measured (None: Z_A is NaN after divergence).
+    Columns: ``init, c, regime, internally_unstable, measured, measured_internally_unstable, agree``.
     """
     from .theory import regime
 
+    check_table(df, df=["init", "lr_exponent", "width", "seed", "step", "diverged", "z_a_rms"])
     rows = []
     for (init, c), sel in df.groupby(["init", "lr_exponent"], sort=False):
         r = regime(init, float(c), steps=steps)
-        if sel.diverged.any():  # Z_B passed the threshold: unstable, whatever the slopes of the survivors say
-            peak = sel.groupby(["width", "seed"], as_index=False)["z_a_rms"].max()  # finite until divergence
-            measured, unstable = "unstable", bool(fit_exponent(peak, "z_a_rms").slope > REGIME_TOLERANCE)
+        if sel.diverged.any():  # a run diverged: unstable; Z_A's growth is not measurable (NaN after divergence)
+            measured, unstable = "unstable", None
         else:
             measured, unstable = classify_regime(measured_slopes(sel, REGIME_STATS, first_step=first_step))
         rows.append({"init": init, "c": float(c), "regime": r.regime, "internally_unstable": r.internally_unstable,
                      "measured": measured, "measured_internally_unstable": unstable,
-                     "agree": measured == r.regime and unstable == r.internally_unstable})
+                     "agree": measured == r.regime and unstable in (None, r.internally_unstable)})
     return pd.DataFrame(rows)

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import plotting
-from .analysis import max_stable_lr, measured_slopes, optimal_lr, regime_table
+from .analysis import max_stable_lr, optimal_lr, regime_table, window_rms
 from .experiments import (COORD_STATS, DEFAULT_CACHE, GRIDS, LLM_RUNS, TAU, coord_sweeps, fit_dict,
                           layer_lr_sweep, loss_optimal, regime_sweep, toy_summary, toy_sweep)
 from .fit import fit_exponent
@@ -70,10 +70,16 @@ def fig_coord_check(quick: bool = False, cache_dir=None) -> tuple[Figure, dict]:
         fig = Figure(figsize=(13, 5.2))
         axes = fig.subplots(2, len(COORD_STATS))
         for row, (init, (c, df)) in enumerate(coord_sweeps(quick, cache_dir).items()):
-            # fitted on steps ≥ 3, where the theory's exponents no longer change (docs/theory.md §4.6)
-            slopes = measured_slopes(df, COORD_STATS + ("b_shift_rms",), first_step=3)
+            # fitted on steps ≥ 3, where the theory's exponents no longer change (docs/theory.md §4.6); the
+            # interval is the per-seed t-interval, "corrected" adds a n^-1/2 term (docs/theory.md §9.1)
+            window = window_rms(df, COORD_STATS + ("b_shift_rms",), first_step=3, by=("width", "seed"))
+            fits = {s: fit_exponent(window, s, correction=True) for s in COORD_STATS + ("b_shift_rms",)}
+            slopes = {s: f.slope for s, f in fits.items()}
             pred = {s: float(theory_exponent(s, init, c, steps)) for s in slopes}
-            summary[init] = {"c": str(c), **{s: {"measured": round(slopes[s], 3), "theory": pred[s]} for s in slopes}}
+            summary[init] = {"c": str(c), **{s: {"measured": round(f.slope, 3), "ci95": [round(f.lo, 3), round(f.hi, 3)],
+                                                 "corrected": round(f.corrected, 3),
+                                                 "corrected_ci95": [round(f.corrected_lo, 3), round(f.corrected_hi, 3)],
+                                                 "theory": pred[s]} for s, f in fits.items()}}
             for col, stat in enumerate(COORD_STATS):
                 plotting.plot_coord_check(df[df.step >= 1], axes[row, col], stat, pred[stat],
                                           title=f"Init[{init}], c={c}: {stat}\nfit {slopes[stat]:+.2f}, "
