@@ -46,7 +46,7 @@ def test_bad_arguments_are_clear_errors():
         fit_exponent(d, "v", method="jackknife")
     with pytest.raises(ValueError, match="level must be"):
         fit_exponent(d, "v", level=95)
-    with pytest.raises(ValueError, match="stats must be columns"):
+    with pytest.raises(ValueError, match="stats must name columns"):
         fit_exponents(d, ["nope"], by=["seed"])
     with pytest.raises(ValueError, match="at least 4 distinct width"):
         fit_exponent(d[d.width <= 256], "v", correction=True)
