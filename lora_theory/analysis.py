@@ -117,11 +117,12 @@ def measured_slopes(df: pd.DataFrame, stats, first_step: int = 2) -> dict[str, f
 
 def slope_table(df: pd.DataFrame, stats=("z_a_rms", "z_b_rms", "b_shift_rms"), first_step: int = 2,
                 per_step: bool = False) -> pd.DataFrame:
-    """Width exponents per (init, lr_exponent[, step]) with 95% seed-bootstrap intervals, next to the
-    γ-calculus prediction of each statistic (``stats.STATS[stat].theory``; the window fit uses steps ≥
-    ``first_step`` and is compared with the theory at the last step).
+    """Width exponents per (init, lr_exponent[, step]) with calibrated 95% intervals (``fit_exponent``'s
+    per-seed t), next to the γ-calculus prediction of each statistic (``stats.STATS[stat].theory``; the window
+    fit uses steps ≥ ``first_step`` and is compared with the theory at the last step). With ≥ 4 widths the
+    finite-width-corrected exponent and its interval are added (``corrected, corrected_lo, corrected_hi``).
 
-    Columns: ``init, lr_exponent, [step,] stat, slope, lo, hi, theory``.
+    Columns: ``init, lr_exponent, [step,] stat, slope, lo, hi, [corrected, corrected_lo, corrected_hi,] theory``.
     """
     from .theory import theory_exponent
 
@@ -132,10 +133,11 @@ def slope_table(df: pd.DataFrame, stats=("z_a_rms", "z_b_rms", "b_shift_rms"), f
     if not (df["step"] >= (1 if per_step else first_step)).any():
         raise ValueError(f"first_step={first_step} leaves no row to fit: the last step of df is "
                          f"{df.step.max()}")
+    kw = {"correction": df["width"].nunique() >= 4}
     if per_step:
-        table = fit_exponents(df[df.step >= 1], list(stats), ["init", "lr_exponent", "step"])
+        table = fit_exponents(df[df.step >= 1], list(stats), ["init", "lr_exponent", "step"], **kw)
     else:
-        table = fit_exponents(window_rms(df, stats, first_step), list(stats), ["init", "lr_exponent"])
+        table = fit_exponents(window_rms(df, stats, first_step), list(stats), ["init", "lr_exponent"], **kw)
     last = int(df.step.max())
 
     def theory(row):
