@@ -70,15 +70,18 @@ def max_stable_lr(df: pd.DataFrame, tau: float, by=("init", "width", "seed")) ->
         g = g.sort_values("lr")
         first_bad = g.lr[g.bad].min() if g.bad.any() else np.inf
         ok = g.lr[g.lr < first_bad]
-        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), lr_max=ok.max() if len(ok) else np.nan))
+        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)),
+                         lr_max=ok.max() if len(ok) else np.nan))
     return pd.DataFrame(rows)
 
 
 def window_rms(df: pd.DataFrame, stats, first_step: int = 2, by=("init", "lr_exponent", "width", "seed")):
-    """RMS over steps ≥ ``first_step`` of each statistic, per configuration (robust to oscillation)."""
+    """RMS over steps ≥ ``first_step`` of each statistic, per configuration
+    (robust to oscillation)."""
     check_table(df, stats=list(stats), by=list(by), df=["step"])
     d = df[df.step >= first_step]
-    return d.groupby(list(by), dropna=False)[list(stats)].agg(lambda x: np.sqrt(np.mean(np.square(x)))).reset_index()
+    return (d.groupby(list(by), dropna=False)[list(stats)]
+            .agg(lambda x: np.sqrt(np.mean(np.square(x)))).reset_index())
 
 
 def classify_regime(slopes: dict[str, float], tol: float = REGIME_TOLERANCE) -> tuple[str, bool]:
@@ -88,7 +91,8 @@ def classify_regime(slopes: dict[str, float], tol: float = REGIME_TOLERANCE) -> 
     efficient if moreover δ¹ and δ² are both Θ(1); otherwise stable without feature learning.
     The flag is internal instability: Z_A grows (slope > tol).
 
-    >>> classify_regime({"z_b_rms": 0.0, "dz_b_rms": 0.0, "delta1_rms": 0.0, "delta2_rms": -1.0, "z_a_rms": 0.0})
+    >>> classify_regime({"z_b_rms": 0.0, "dz_b_rms": 0.0, "delta1_rms": 0.0, "delta2_rms": -1.0,
+    ...                  "z_a_rms": 0.0})
     ('feature_learning', False)
     """
     if not isinstance(slopes, Mapping):
@@ -97,7 +101,8 @@ def classify_regime(slopes: dict[str, float], tol: float = REGIME_TOLERANCE) -> 
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     missing = sorted(k for k in REGIME_STATS if not np.isfinite(slopes.get(k, np.nan)))
     if missing:
-        raise ValueError(f"classify_regime needs finite slopes of {list(REGIME_STATS)}; missing or NaN: {missing}")
+        raise ValueError(f"classify_regime needs finite slopes of {list(REGIME_STATS)}; "
+                         f"missing or NaN: {missing}")
     if slopes["z_b_rms"] > tol:
         regime = "unstable"
     elif slopes["dz_b_rms"] < -tol:
@@ -122,7 +127,8 @@ def slope_table(df: pd.DataFrame, stats=("z_a_rms", "z_b_rms", "b_shift_rms"), f
     fit uses steps ≥ ``first_step`` and is compared with the theory at the last step). With ≥ 4 widths the
     finite-width-corrected exponent and its interval are added (``corrected, corrected_lo, corrected_hi``).
 
-    Columns: ``init, lr_exponent, [step,] stat, slope, lo, hi, [corrected, corrected_lo, corrected_hi,] theory``.
+    Columns: ``init, lr_exponent, [step,] stat, slope, lo, hi,
+    [corrected, corrected_lo, corrected_hi,] theory``.
     """
     from .theory import theory_exponent
 
@@ -141,7 +147,8 @@ def slope_table(df: pd.DataFrame, stats=("z_a_rms", "z_b_rms", "b_shift_rms"), f
     last = int(df.step.max())
 
     def theory(row):
-        gamma = theory_exponent(row.stat, row.init, row.lr_exponent, int(row.step) if per_step else last, steps=last)
+        gamma = theory_exponent(row.stat, row.init, row.lr_exponent, int(row.step) if per_step else last,
+                                steps=last)
         return np.nan if gamma is None else float(gamma)
 
     return table.assign(theory=table.apply(theory, axis=1))
@@ -161,11 +168,13 @@ def regime_table(df: pd.DataFrame, steps: int, first_step: int = 3) -> pd.DataFr
     rows = []
     for (init, c), sel in df.groupby(["init", "lr_exponent"], sort=False):
         r = regime(init, float(c), steps=steps)
-        if sel.diverged.any():  # a run diverged: unstable; Z_A's growth is not measurable (NaN after divergence)
+        # a run diverged: unstable; Z_A's growth is not measurable (NaN after divergence)
+        if sel.diverged.any():
             measured, unstable = "unstable", None
         else:
             measured, unstable = classify_regime(measured_slopes(sel, REGIME_STATS, first_step=first_step))
-        rows.append({"init": init, "c": float(c), "regime": r.regime, "internally_unstable": r.internally_unstable,
+        rows.append({"init": init, "c": float(c), "regime": r.regime,
+                     "internally_unstable": r.internally_unstable,
                      "measured": measured, "measured_internally_unstable": unstable,
                      "agree": measured == r.regime and unstable in (None, r.internally_unstable)})
     return pd.DataFrame(rows)

@@ -48,7 +48,8 @@ class Case:
 
     def sweep(self, quick: bool, cache_dir) -> pd.DataFrame:
         n_seeds = self.n_seeds // 10 if quick else self.n_seeds
-        model = ModelConfig(setting=self.setting, **({"n_train": 32, "n_test": 1} if self.setting == "toy" else {}))
+        model = ModelConfig(setting=self.setting,
+                            **({"n_train": 32, "n_test": 1} if self.setting == "toy" else {}))
         return simulate(widths=list(self.widths), inits=self.init, lr_exponent=self.lr_exponent, lrs=1.0,
                         seeds=list(range(100_000, 100_000 + n_seeds)), model=model,
                         train_cfg=TrainConfig(steps=self.step), cache_dir=cache_dir, progress=False)
@@ -65,7 +66,8 @@ CASES = (
 
 
 def run_case(case: Case, quick: bool = False, cache_dir=None) -> pd.DataFrame:
-    """Every group's interval for ``case``: columns ``case, k, method, group, slope, lo, hi, reference, covers``."""
+    """Every group's interval for ``case``: columns
+    ``case, k, method, group, slope, lo, hi, reference, covers``."""
     df = case.sweep(quick, cache_dir)
     sel = df[df.step == case.step][["width", "seed", case.stat]]
     reference = fit_exponent(sel, case.stat, method="seed").slope
@@ -77,7 +79,8 @@ def run_case(case: Case, quick: bool = False, cache_dir=None) -> pd.DataFrame:
             for method in METHODS:
                 e = fit_exponent(part, case.stat, method=method, n_boot=400, seed=g)
                 rows.append({"case": case.name, "k": k, "method": method, "group": g, "slope": e.slope,
-                             "lo": e.lo, "hi": e.hi, "reference": reference, "covers": e.lo <= reference <= e.hi})
+                             "lo": e.lo, "hi": e.hi, "reference": reference,
+                             "covers": e.lo <= reference <= e.hi})
     return pd.DataFrame(rows)
 
 
@@ -93,8 +96,10 @@ def coverage_table(groups: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main(out="results/calibration", quick: bool = False, cache_dir=".lora_theory_cache", cases=None) -> pd.DataFrame:
-    """Run (or resume) every case, write ``coverage.csv``, ``groups.csv.gz``, ``cases.json`` and the figure."""
+def main(out="results/calibration", quick: bool = False, cache_dir=".lora_theory_cache",
+         cases=None) -> pd.DataFrame:
+    """Run (or resume) every case, write ``coverage.csv``, ``groups.csv.gz``, ``cases.json``
+    and the figure."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chosen = [c for c in CASES if cases is None or c.name in cases]
@@ -116,7 +121,8 @@ def figure(table: pd.DataFrame) -> Figure:
         t = table[table.method == method]
         for j, (case, g) in enumerate(t.groupby("case", sort=False)):
             x = np.arange(len(g)) + 0.12 * (j - 2)
-            err = np.clip([g.coverage - g.coverage_lo, g.coverage_hi - g.coverage], 0, None)  # round-off at 0 and 1
+            # round-off at 0 and 1
+            err = np.clip([g.coverage - g.coverage_lo, g.coverage_hi - g.coverage], 0, None)
             ax.errorbar(x, g.coverage, yerr=err, fmt="o", ms=3,
                         capsize=2, label=case)
         ax.axhspan(0.92, 0.98, color="0.85", zorder=0)

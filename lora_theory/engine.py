@@ -75,7 +75,8 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
             vals = {"loss": loss, "z_a_rms": stats.rms(ZA), "z_b_rms": zb}
             vals.update(stats.shift_stats(A, B, A0, B0))
             vals.update(stats.delta_stats(fz.Z, ZA, B, dA, dB, s, like=loss))
-            vals["test_loss"] = _test_loss(setting, fz, A, B, s) if fz.has_test else torch.full_like(loss, float("nan"))
+            vals["test_loss"] = (_test_loss(setting, fz, A, B, s) if fz.has_test
+                                 else torch.full_like(loss, float("nan")))
             for k in STATS:  # configurations that diverge at this step or died before report NaN
                 out[k].append(torch.where(alive & ~bad, vals[k], torch.nan).cpu().numpy())
             div.append((~alive | bad).cpu().numpy())

@@ -17,11 +17,12 @@ from .config import ModelConfig, TrainConfig
 from .fit import fit_exponent
 from .simulate import simulate
 
-__all__ = ["COORD_STATS", "DEFAULT_CACHE", "GRIDS", "LLM_RUNS", "TAU", "coord_sweeps", "fit_dict", "layer_lr_sweep",
-           "loss_optimal", "regime_sweep", "toy_config_summary", "toy_summary", "toy_sweep"]
+__all__ = ["COORD_STATS", "DEFAULT_CACHE", "GRIDS", "LLM_RUNS", "TAU", "coord_sweeps", "fit_dict",
+           "layer_lr_sweep", "loss_optimal", "regime_sweep", "toy_config_summary", "toy_summary", "toy_sweep"]
 
 DEFAULT_CACHE = Path(".lora_theory_cache")
-LLM_RUNS = Path("results/llm/runs")  # the committed LLM runs, relative to a checkout's root (pass another path)
+# the committed LLM runs, relative to a checkout's root (pass another path)
+LLM_RUNS = Path("results/llm/runs")
 TAU = 10.0  # Z_B threshold of the feature-level criterion: RMS(Z_B) ten times the target scale
 GRIDS = {  # (full, quick)
     "toy": ({"widths": [2 ** k for k in range(7, 14)], "lrs": [2.0 ** -k for k in range(2, 15)],
@@ -73,8 +74,8 @@ def coord_sweeps(quick: bool = False, cache_dir=None) -> dict[str, tuple[float, 
 def regime_sweep(quick: bool = False, cache_dir=None, inits=("A", "B", "AB")) -> pd.DataFrame:
     """Layer-setting runs over the regime grid's learning-rate exponents c, for each init."""
     g = GRIDS["regimes"][quick]
-    return simulate(widths=g["widths"], inits=list(inits), lr_exponent=g["c"], seeds=g["seeds"], steps=g["steps"],
-                    progress=False, cache_dir=_cache(cache_dir))
+    return simulate(widths=g["widths"], inits=list(inits), lr_exponent=g["c"], seeds=g["seeds"],
+                    steps=g["steps"], progress=False, cache_dir=_cache(cache_dir))
 
 
 def loss_optimal(toy: pd.DataFrame):
@@ -102,7 +103,8 @@ def toy_config_summary(n_train: int = 256, steps: int = 200, seeds=(0, 1, 2), re
     full = GRIDS["toy"][0]
     df = simulate(widths=widths or full["widths"], lrs=lrs or full["lrs"], lr_exponent=None, inits=["A", "B"],
                   seeds=list(seeds), model=ModelConfig(setting="toy", n_train=n_train, readout=readout),
-                  train_cfg=TrainConfig(steps=steps, record_every=max(1, steps // 10)), cache_dir=_cache(cache_dir))
+                  train_cfg=TrainConfig(steps=steps, record_every=max(1, steps // 10)),
+                  cache_dir=_cache(cache_dir))
     return toy_summary(df)
 
 

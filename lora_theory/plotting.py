@@ -94,14 +94,19 @@ def plot_regimes(theory: pd.DataFrame, measured: pd.DataFrame, ax, y: str = "ini
                                            color=REGIME_COLOURS[row.regime], alpha=0.8, lw=0))
     markers = {True: "^", False: "o", None: "s"}  # None: a run diverged, Z_A's growth not measured
     for _, row in measured.iterrows():
-        flag = None if row.internally_unstable is None or pd.isna(row.internally_unstable) else bool(row.internally_unstable)
-        ax.plot(row.c, ys.index(row[y]) + 0.2, markers[flag], ms=5, mec="k", color=REGIME_COLOURS[row.regime])
-    handles = [mpl.patches.Patch(color=col, label=name.replace("_", " ")) for name, col in REGIME_COLOURS.items()]
+        flag = (None if row.internally_unstable is None or pd.isna(row.internally_unstable)
+                else bool(row.internally_unstable))
+        ax.plot(row.c, ys.index(row[y]) + 0.2, markers[flag], ms=5, mec="k",
+                color=REGIME_COLOURS[row.regime])
+    handles = [mpl.patches.Patch(color=col, label=name.replace("_", " "))
+               for name, col in REGIME_COLOURS.items()]
     handles += [mpl.lines.Line2D([], [], marker=m, ls="", color="w", mec="k", label=lab)
-                for m, lab in (("o", "measured"), ("^", "measured, Z_A grows"), ("s", "measured, a run diverged"))]
+                for m, lab in (("o", "measured"), ("^", "measured, Z_A grows"),
+                               ("s", "measured, a run diverged"))]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6)
     ax.set(xlim=(cs[0] - width / 2, cs[-1] + width / 2), ylim=(-0.5, len(ys) - 0.5 + 0.6),
-           yticks=range(len(ys)), yticklabels=[str(v) for v in ys], xlabel="learning-rate exponent c (η = n^c)")
+           yticks=range(len(ys)), yticklabels=[str(v) for v in ys],
+           xlabel="learning-rate exponent c (η = n^c)")
     ax.grid(False)
     return ax
 

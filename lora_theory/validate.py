@@ -66,7 +66,8 @@ class Cell:
     @property
     def label(self) -> str:
         extra = "" if self.alpha is None else f", {self.scaling} α={self.alpha:g}"
-        lr = f"c={self.c_a:+.3f}" if self.c_a == self.c_b else f"(c_A, c_B)=({self.c_a:+.2f}, {self.c_b:+.2f})"
+        lr = (f"c={self.c_a:+.3f}" if self.c_a == self.c_b
+              else f"(c_A, c_B)=({self.c_a:+.2f}, {self.c_b:+.2f})")
         return f"{self.init}/{self.optimizer}/r{self.rank}{extra}/{lr}"
 
 
@@ -85,7 +86,8 @@ def cells(quick: bool = False) -> list[Cell]:
             for dc in (-0.25, 0.0):
                 out += [Cell(init, "adam", cstar + dc, cstar + dc, rank=r, group="rank") for r in (1, 16)]
                 out += [Cell(init, "adam", cstar + dc, cstar + dc, alpha=16.0, group="multiplier"),
-                        Cell(init, "adam", cstar + dc, cstar + dc, alpha=8.0, scaling="rslora", group="multiplier")]
+                        Cell(init, "adam", cstar + dc, cstar + dc, alpha=8.0, scaling="rslora",
+                             group="multiplier")]
             for ca in (-1.0, -0.75, -0.5):
                 out += [Cell(init, "adam", ca, cb, group="lora_plus") for cb in (-0.5, -0.25, 0.0)]
     return list({cell.label: cell for cell in reversed(out)}.values())[::-1]  # a cell twice: keep the first
@@ -93,7 +95,8 @@ def cells(quick: bool = False) -> list[Cell]:
 
 @functools.lru_cache(maxsize=None)
 def cstar_of(init: str, optimizer: str) -> float:
-    """c* of ``init`` under ``optimizer`` at the matrix's horizon T (SGD's depends on it: docs/theory.md §8.4)."""
+    """c* of ``init`` under ``optimizer`` at the matrix's horizon T (SGD's depends on it:
+    docs/theory.md §8.4)."""
     return float(max_stable_lr_exponent(init, optimizer, steps=STEPS))
 
 
@@ -112,7 +115,8 @@ def run_cell(cell: Cell, quick: bool = False, cache_dir=None) -> tuple[pd.DataFr
             large = _sweep(cell, LARGE[quick], quick, cache_dir) if large is None else large
             row = _trend(row, large[large.step == STEPS], stat, gamma)
         rows.append({"cell": cell.label, "group": cell.group, "init": cell.init, "optimizer": cell.optimizer,
-                     "c_a": cell.c_a, "c_b": cell.c_b, "rank": cell.rank, "stat": stat, "theory": gamma, **row})
+                     "c_a": cell.c_a, "c_b": cell.c_b, "rank": cell.rank, "stat": stat, "theory": gamma,
+                     **row})
     measured = _measured_regime(df)
     status = "agree" if measured["measured"] == verdict.regime else "disagree"
     if status == "disagree":
@@ -166,9 +170,10 @@ def figure(matrix: pd.DataFrame, regimes: pd.DataFrame) -> Figure:
     ax = fig.subplots()
     from matplotlib.colors import ListedColormap
 
-    ax.imshow(codes, aspect="auto", cmap=ListedColormap(["#98df8a", "#ffbb78", "#d62728", "#dddddd"]), vmin=0, vmax=3,
-              interpolation="nearest")
-    ax.set_xticks(range(table.shape[1]), [c.replace("_rms", "") for c in table.columns], rotation=45, fontsize=6)
+    ax.imshow(codes, aspect="auto", cmap=ListedColormap(["#98df8a", "#ffbb78", "#d62728", "#dddddd"]),
+              vmin=0, vmax=3, interpolation="nearest")
+    ax.set_xticks(range(table.shape[1]), [c.replace("_rms", "") for c in table.columns], rotation=45,
+                  fontsize=6)
     ax.set_yticks(range(len(table)), table.index, fontsize=4)
     ax.set_title("γ-calculus vs measured exponent at t = 4 (green agree, orange finite-width trend, red "
                  "disagree, grey not compared: unstable cell)", fontsize=6)
@@ -177,11 +182,12 @@ def figure(matrix: pd.DataFrame, regimes: pd.DataFrame) -> Figure:
 
 
 def _sweep(cell: Cell, widths, quick: bool, cache_dir) -> pd.DataFrame:
-    model = ModelConfig(alpha=cell.alpha, scaling=cell.scaling, n_train=8 if cell.optimizer == "signsgd" else 1)
+    model = ModelConfig(alpha=cell.alpha, scaling=cell.scaling,
+                        n_train=8 if cell.optimizer == "signsgd" else 1)
     cfg = TrainConfig(steps=STEPS, lr_ratio_exponent=cell.c_b - cell.c_a)
     return simulate(widths=list(widths), inits=cell.init, lr_exponent=cell.c_a, optimizers=cell.optimizer,
-                    ranks=cell.rank, seeds=list(SEEDS[quick]), model=model, train_cfg=cfg, cache_dir=cache_dir,
-                    progress=False)
+                    ranks=cell.rank, seeds=list(SEEDS[quick]), model=model, train_cfg=cfg,
+                    cache_dir=cache_dir, progress=False)
 
 
 def _fit(last: pd.DataFrame, stat: str):
@@ -202,7 +208,8 @@ def _compare(last: pd.DataFrame, stat: str, gamma: float, stable: bool) -> dict:
     e = _fit(last, stat)
     if e is None:
         return {**empty, "status": "disagree"}
-    return {"slope": e.slope, "lo": e.lo, "hi": e.hi, "status": "agree" if e.lo <= gamma <= e.hi else "disagree"}
+    return {"slope": e.slope, "lo": e.lo, "hi": e.hi,
+            "status": "agree" if e.lo <= gamma <= e.hi else "disagree"}
 
 
 def _trend(row: dict, last_large: pd.DataFrame, stat: str, gamma: float) -> dict:
@@ -219,7 +226,8 @@ def _trend(row: dict, last_large: pd.DataFrame, stat: str, gamma: float) -> dict
 def _measured_regime(df: pd.DataFrame) -> dict:
     """The regime read off the runs: unstable if any run diverged, else from window-RMS slopes (t ≥ 3)."""
     if df.diverged.any():
-        return {"measured": "unstable", "diverged_runs": int(df.groupby(["width", "seed"]).diverged.any().sum())}
+        return {"measured": "unstable",
+                "diverged_runs": int(df.groupby(["width", "seed"]).diverged.any().sum())}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
         try:

@@ -31,7 +31,8 @@ def test_optimal_lr_treats_divergence_as_infinite_loss():
 
 
 @pytest.mark.parametrize("slopes, expected", [
-    ({"z_b_rms": 0.5, "dz_b_rms": 0.5, "delta1_rms": 0.5, "delta2_rms": 0.0, "z_a_rms": 0.5}, ("unstable", True)),
+    ({"z_b_rms": 0.5, "dz_b_rms": 0.5, "delta1_rms": 0.5, "delta2_rms": 0.0, "z_a_rms": 0.5},
+     ("unstable", True)),
     ({"z_b_rms": -1.0, "dz_b_rms": -1.0, "delta1_rms": -1.0, "delta2_rms": -1.0, "z_a_rms": 0.0},
      ("stable_no_feature_learning", False)),
     ({"z_b_rms": 0.0, "dz_b_rms": 0.0, "delta1_rms": 0.0, "delta2_rms": 0.0, "z_a_rms": 0.5},

@@ -10,7 +10,8 @@ RESULTS = Path(__file__).parent.parent / "results" / "calibration"
 
 
 def test_committed_coverage_of_the_default_methods_is_nominal():
-    """Nominal 95% must measure within [92%, 98%] for every case and group size (issue: verdicts you can trust)."""
+    """Nominal 95% must measure within [92%, 98%] for every case and group size
+    (issue: verdicts you can trust)."""
     table = pd.read_csv(RESULTS / "coverage.csv")
     assert set(table.case) == {c.name for c in calibrate.CASES} and set(table.k) == set(calibrate.GROUP_SIZES)
     assert (table.groups >= 200).all()

@@ -9,11 +9,11 @@ import torch
 
 from lora_theory import ModelConfig, TrainConfig, simulate
 from lora_theory.engine import forward
-from lora_theory.stats import delta_stats, z_b_rms
 from lora_theory.inits import sample_init
 from lora_theory.models import SETTINGS, init_generator
 from lora_theory.reference import reference_run, seed_slice
 from lora_theory.simulate import LearningRate, Unit, run_unit
+from lora_theory.stats import delta_stats, z_b_rms
 
 SEEDS, N, R = [0, 3], 48, 4
 
@@ -67,7 +67,8 @@ def test_z_b_rms_from_the_gram_matrix(gen):
 
 
 @pytest.mark.parametrize("setting", ["layer", "toy"])
-@pytest.mark.parametrize("scaling, alpha, init", [("lora", 8.0, "AB"), ("rslora", 3.0, "B"), ("lora", 1.0, "A")])
+@pytest.mark.parametrize("scaling, alpha, init",
+                         [("lora", 8.0, "AB"), ("rslora", 3.0, "B"), ("lora", 1.0, "A")])
 def test_simulate_with_a_multiplier_equals_the_reference_loop(setting, scaling, alpha, init):
     """End to end through simulate() with s = α/r ≠ 1 (2, 1.5, 0.25): the multiplier, the pretrained
     subtraction of AB and the LoRA+ ratio reach the engine as the plain torch loop applies them."""
@@ -81,10 +82,12 @@ def test_simulate_with_a_multiplier_equals_the_reference_loop(setting, scaling, 
     for i, seed in enumerate(SEEDS):
         A0, B0 = sample_init(init, N, R, init_generator(seed, N, R))
         one = seed_slice(fz, i)
-        if init == "AB":  # the reference subtracts s·B0A0 from the pretrained part itself, from the definition
+        # the reference subtracts s·B0A0 from the pretrained part itself, from the definition
+        if init == "AB":
             lora0 = s * (one.Z @ A0.T) @ B0.T
             one = replace(one, base=one.base - lora0,
-                          base_test=None if one.base_test is None else one.base_test - s * (one.Z_test @ A0.T) @ B0.T)
+                          base_test=None if one.base_test is None
+                          else one.base_test - s * (one.Z_test @ A0.T) @ B0.T)
         for lr in (0.05, 0.01):
             run = df[(df.seed == seed) & (df.lr == lr)].sort_values("step")
             ref = reference_run(setting, one, A0, B0, s, "adam", lr, 2.0 * lr, cfg.steps)
@@ -187,8 +190,9 @@ def test_fused_adam_equals_the_op_by_op_update(dtype, monkeypatch):
 
 
 def test_divergence_rule_is_the_documented_one():
-    """TrainConfig.diverge_threshold's help and the engine's docstring say: non-finite loss or Z_B, or Z_B > τ,
-    or the loss > τ both absolutely and relative to its start. Each clause alone, and its near misses."""
+    """TrainConfig.diverge_threshold's help and the engine's docstring say: non-finite loss or Z_B,
+    or Z_B > τ, or the loss > τ both absolutely and relative to its start. Each clause alone, and its
+    near misses."""
     from lora_theory.engine import _diverging
 
     tau, t = 10.0, lambda *v: torch.tensor(v, dtype=torch.float64)
@@ -199,14 +203,16 @@ def test_divergence_rule_is_the_documented_one():
     # loss 30 > τ and 15× its start: diverged; 11 > τ but only 5.5×: not; NaN loss; inf Z_B; Z_B > τ;
     # 18× its start but below τ: not; inf loss
     assert got == [True, False, True, True, True, False, True]
-    assert "relative to its initial value" in TrainConfig.__dataclass_fields__["diverge_threshold"].metadata["help"]
+    assert ("relative to its initial value"
+            in TrainConfig.__dataclass_fields__["diverge_threshold"].metadata["help"])
 
 
 def test_layer_setting_rejects_a_test_split():
-    """The layer setting has no held-out data: asking for its test loss is an error, not a silent train loss."""
+    """The layer setting has no held-out data: asking for its test loss is an error,
+    not a silent train loss."""
     model = _model("layer")
     fz = SETTINGS["layer"].build(N, SEEDS, model, torch.float64)
-    ZA, B = torch.zeros(len(SEEDS), 1, model.n_train, R, dtype=torch.float64), torch.zeros(len(SEEDS), 1, N, R,
-                                                                                             dtype=torch.float64)
+    ZA, B = (torch.zeros(len(SEEDS), 1, model.n_train, R, dtype=torch.float64),
+             torch.zeros(len(SEEDS), 1, N, R, dtype=torch.float64))
     with pytest.raises(ValueError, match="no held-out data"):
         SETTINGS["layer"].loss(fz, ZA, B, 1.0, test=True)

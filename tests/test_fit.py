@@ -12,7 +12,8 @@ from lora_theory.fit import METHODS, FitWarning, fit_exponent, fit_exponents
 
 def _synthetic(gamma=0.5, kappa=0.0, seeds=4, noise=0.05, widths=(64, 128, 256, 512, 1024, 2048), seed=0):
     rng = np.random.default_rng(seed)
-    rows = [{"width": n, "seed": s, "v": n ** gamma * (1 + kappa * n ** -0.5) * np.exp(noise * rng.standard_normal())}
+    rows = [{"width": n, "seed": s,
+             "v": n ** gamma * (1 + kappa * n ** -0.5) * np.exp(noise * rng.standard_normal())}
             for n in widths for s in range(seeds)]
     return pd.DataFrame(rows)
 
@@ -31,7 +32,8 @@ def test_correction_recovers_the_exponent_under_an_n_to_the_minus_half_term():
 
 
 def test_diverged_rows_are_left_out_with_a_warning_naming_the_widths():
-    """The issue's example: at step 2 the widths 128 and 256 have diverged; their values are NaN (not huge)."""
+    """The issue's example: at step 2 the widths 128 and 256 have diverged; their values are NaN
+    (not huge)."""
     df = simulate(widths=[32, 64, 128, 256], inits="A", lr_exponent=0.0, lrs=4, seeds=[0, 1], steps=4)
     sel = df[(df.lr == 4) & (df.step == 2)]
     assert sel[sel.diverged].z_b_rms.isna().all() and sel.diverged.any()

@@ -42,7 +42,8 @@ def test_ks_detects_a_wrong_variance(gen):
 @pytest.mark.parametrize("name", ["A", "B", "peft_true", "peft_gaussian", "peft_orthogonal"])
 def test_product_is_zero_at_init(name, gen):
     A, B = sample_init(name, 512, RANK, gen)
-    assert torch.linalg.matrix_norm(B @ A) < 1e-12 * max(1.0, torch.linalg.matrix_norm(B) * torch.linalg.matrix_norm(A))
+    assert torch.linalg.matrix_norm(B @ A) < 1e-12 * max(1.0, torch.linalg.matrix_norm(B)
+                                                         * torch.linalg.matrix_norm(A))
 
 
 def test_orthogonal_matches_peft_scale_and_needs_even_rank(gen):

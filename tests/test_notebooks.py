@@ -14,7 +14,8 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 def test_notebook_has_no_definitions_and_matches_its_percent_file(path):
     nb = nbformat.read(path, as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    defs = [n for n in ast.walk(ast.parse(code)) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+    defs = [n for n in ast.walk(ast.parse(code))
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
     assert not defs, f"{path.name} defines {[d.name for d in defs]}: move them into lora_theory"
     twin = jupytext.read(path.with_suffix(".py"))
     assert [c.source for c in twin.cells] == [c.source for c in nb.cells], (
@@ -41,7 +42,8 @@ def test_notebook_runs_in_quick_mode(path, workdir):
         if "parameters" in cell.metadata.get("tags", []):
             cell.source = cell.source.replace("quick = False", "quick = True")
     # a failing cell raises CellExecutionError here; what follows checks that the cells produced their results
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(workdir)}}).execute()
     code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
     shown = [o for c in code for o in c.outputs if o.output_type in ("execute_result", "display_data")]
     assert any("image/png" in o.data for o in shown), f"{path.name} displayed no figure"

@@ -4,7 +4,8 @@ Drawn: rank, seed, optimiser (Adam with one sample; SignSGD with several samples
 makes pure sign descent oscillate with period 2, docs/theory.md §9.2) and init. Layer setting, n = 2^7..2^11,
 three seeds, 4 steps. Each statistic is fitted on its RMS over the steps where the theory gives it the
 same exponent as at the last step (e.g. t = 1..4 for Z_A under Init[B], t = 2..4 under Init[A]).
-Tolerance 0.2: the finite-width bias of slopes at these modest widths (docs/theory.md §9.1). Draws are derandomized so CI sees the same examples every run.
+Tolerance 0.2: the finite-width bias of slopes at these modest widths (docs/theory.md §9.1). Draws are
+derandomized so CI sees the same examples every run.
 
 The ±0.2 bound holds for most draws, not all. It is a fit over 3 seeds, and at rank 2 the seed noise
 is large. A 300-example random run (session 2) found init AB, rank 2, Adam, seeds 1530–1532 with a
@@ -39,8 +40,9 @@ cases = st.fixed_dictionaries({
 
 
 def _slopes(case: dict, c) -> dict[str, float]:
-    df = simulate(widths=WIDTHS, inits=case["init"], lr_exponent=float(c), seeds=[case["seed"] + k for k in range(3)],
-                  steps=4, ranks=case["rank"], optimizers=case["optimizer"], progress=False,
+    df = simulate(widths=WIDTHS, inits=case["init"], lr_exponent=float(c),
+                  seeds=[case["seed"] + k for k in range(3)], steps=4, ranks=case["rank"],
+                  optimizers=case["optimizer"], progress=False,
                   model=ModelConfig(n_train=4 if case["optimizer"] == "signsgd" else 1))
     theory = exponents(case["init"], c, steps=4).set_index("step")
     out = {}
@@ -96,8 +98,8 @@ def test_the_validation_matrix_agreements_hold_for_fresh_seeds(i, seed):
     99.9% per-width interval (a 95% one would fail one draw in twenty by design)."""
     row = AGREED.iloc[i]
     df = simulate(widths=list(validate.WIDTHS[False]), inits=row.init, lr_exponent=float(row.c_a),
-                  optimizers=row.optimizer, seeds=[seed + k for k in range(6)], steps=validate.STEPS, progress=False,
-                  model=ModelConfig(n_train=8 if row.optimizer == "signsgd" else 1),
+                  optimizers=row.optimizer, seeds=[seed + k for k in range(6)], steps=validate.STEPS,
+                  progress=False, model=ModelConfig(n_train=8 if row.optimizer == "signsgd" else 1),
                   train_cfg=TrainConfig(steps=validate.STEPS, lr_ratio_exponent=float(row.c_b - row.c_a)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)

@@ -19,7 +19,8 @@ CASES = [("A", -0.5), ("B", -1.0), ("A", -1.0)]
 
 
 def _theory(init: str, c: float, step: int) -> tuple[float, float, float]:
-    """Exponents of (Z_A, Z_B, B_t − B_0) at ``step`` from the sympy γ-calculus (issue: symbolic = measured)."""
+    """Exponents of (Z_A, Z_B, B_t − B_0) at ``step`` from the sympy γ-calculus
+    (issue: symbolic = measured)."""
     row = exponents(init, c, steps=4).set_index("step").loc[step]
     return float(row.z_a), float(row.z_b), float(row.b_shift)
 
@@ -89,7 +90,8 @@ def test_init_b_above_its_maximal_rate_is_unstable(runs):
 
 @pytest.mark.xfail(strict=True, reason="Known finite-width disagreement: at t = 2 Adam's second step nearly "
                    "cancels the first under Init[B] (the optimum in span(B0) is O(n^-1/2)), and the "
-                   "cancellation ratio converges slowly in n; the step-2 slope is about -0.2 at n <= 4096 (and +0.15 at step 4).")
+                   "cancellation ratio converges slowly in n; the step-2 slope is about -0.2 at n <= 4096 "
+                   "(and +0.15 at step 4).")
 def test_init_b_per_step_feature_slopes_at_step_2(runs):
     sel = runs[(runs.init == "B") & (runs.lr_exponent == -1.0) & (runs.step == 2)]
     assert fit_exponent(sel, "z_b_rms").slope == pytest.approx(0.0, abs=0.1)
@@ -122,20 +124,23 @@ def test_window_slopes_at_large_width(case):
 @pytest.fixture(scope="module")
 def sgd_b():
     """Init[B] under plain SGD at the old rule's c* = -3/2 and at -2 (docs/theory.md §8.5-§8.6)."""
-    return simulate(widths=[2 ** k for k in range(7, 12)], inits="B", lr_exponent=[-1.5, -2.0], optimizers="sgd",
-                    seeds=range(6), steps=3, progress=False)
+    return simulate(widths=[2 ** k for k in range(7, 12)], inits="B", lr_exponent=[-1.5, -2.0],
+                    optimizers="sgd", seeds=range(6), steps=3, progress=False)
 
 
 def test_sgd_init_b_feedback_term_blows_up_at_minus_three_halves(sgd_b):
-    """The coherent B_0ᵀB_0·Z_A term: at c = -3/2, Z_B grows like n^((t-1)/2) (the old "mixed" rule said Θ(1),
-    i.e. stable); the symbolic rule now predicts the growth and places c* below -3/2."""
+    """The coherent B_0ᵀB_0·Z_A term: at c = -3/2, Z_B grows like n^((t-1)/2) (the old "mixed" rule
+    said Θ(1), i.e. stable); the symbolic rule now predicts the growth and places c* below -3/2."""
     assert max_stable_lr_exponent("B", optimizer="sgd", steps=3) < -1.5
-    assert float(max_stable_lr_exponent("B", optimizer="sgd", steps=3, alignment="mixed")) == -1.5  # old verdict
+    # old verdict
+    assert float(max_stable_lr_exponent("B", optimizer="sgd", steps=3, alignment="mixed")) == -1.5
     new = exponents("B", -1.5, optimizer="sgd", steps=3).set_index("step").z_b
     old = exponents("B", -1.5, optimizer="sgd", steps=3, alignment="mixed").set_index("step").z_b
-    slopes = [fit_exponent(sgd_b[(sgd_b.lr_exponent == -1.5) & (sgd_b.step == t)], "z_b_rms").slope for t in (2, 3)]
+    slopes = [fit_exponent(sgd_b[(sgd_b.lr_exponent == -1.5) & (sgd_b.step == t)], "z_b_rms").slope
+              for t in (2, 3)]
     assert 0.25 < slopes[0] < slopes[1]  # Z_B grows with n, faster at each step: unstable
-    for t, slope in zip((2, 3), slopes):  # nearer the new rule (1/2, 1) than the old (0, 0); at n = 2^7..2^11 the
+    # nearer the new rule (1/2, 1) than the old (0, 0); at n = 2^7..2^11 the
+    for t, slope in zip((2, 3), slopes):
         # slopes run above the new rule's (about +0.8 and +1.3; docs/theory.md §8.6: +0.71, +1.18 up to 2^13)
         assert abs(slope - float(new[t])) < abs(slope - float(old[t])), (t, slope)
 

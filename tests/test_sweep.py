@@ -41,7 +41,8 @@ def run_unit(unit):  # SIGKILL this process when unit number {kill_at} starts (o
         os.kill(os.getpid(), signal.SIGKILL)
     return real(unit)
 
-if {mid_write}:  # die between fsync and rename of the record of unit {kill_at} (a subprocess: patch os itself)
+# die between fsync and rename of the record of unit {kill_at} (a subprocess: patch os itself)
+if {mid_write}:
     real_replace = os.replace
     def replace(src, dst):
         if calls[0] == {kill_at}:
@@ -51,7 +52,8 @@ if {mid_write}:  # die between fsync and rename of the record of unit {kill_at} 
 sim.run_unit = run_unit
 sim.simulate(**{grid}, cache_dir={cache!r}, progress=False)
 """
-KILL_GRID = dict(widths=[64, 128, 256, 512], lrs=[0.5, 1.0, 2.0], inits=["A", "B", "AB"], seeds=[0, 1], steps=20)
+KILL_GRID = dict(widths=[64, 128, 256, 512], lrs=[0.5, 1.0, 2.0], inits=["A", "B", "AB"], seeds=[0, 1],
+                 steps=20)
 
 
 @pytest.mark.parametrize("mid_write", [False, True], ids=["between-units", "between-fsync-and-rename"])
@@ -70,7 +72,8 @@ def test_sigkill_then_resume_recomputes_only_unfinished_units(tmp_path, caplog, 
     assert "12 units, 3 cached, 9 to compute" in caplog.text
     assert {p: p.stat().st_mtime_ns for p in done} == stamps  # finished units were not rewritten
     assert len(list(tmp_path.glob("*.pkl"))) == 12 and not list(tmp_path.glob("*.part"))
-    pd.testing.assert_frame_equal(df, simulate(**KILL_GRID, progress=False))  # the same numbers as one clean run
+    # the same numbers as one clean run
+    pd.testing.assert_frame_equal(df, simulate(**KILL_GRID, progress=False))
 
 
 def test_temporaries_are_not_records_and_stale_ones_are_removed(tmp_path, caplog):

@@ -40,7 +40,8 @@ def test_committed_matrix_covers_the_grid_and_its_summary_matches():
 
 @pytest.mark.slow
 def test_committed_matrix_is_the_grid_of_the_current_calculus():
-    """Every cell of ``validate.cells()`` was run, at the calculus's c* (SGD's at the horizon; ~1 s per c*)."""
+    """Every cell of ``validate.cells()`` was run, at the calculus's c* (SGD's at the horizon;
+    ~1 s per c*)."""
     matrix, regimes = pd.read_csv(RESULTS / "matrix.csv"), pd.read_csv(RESULTS / "regimes.csv")
     assert set(regimes.cell) == {c.label for c in validate.cells()}
     main = matrix[(matrix.group == "main") & (matrix.c_a == matrix.c_b)]

@@ -39,7 +39,8 @@ class LlmRun:
         """The run's identity as sorted JSON (``threads`` left out: it does not change the numbers)."""
         cfg = asdict(replace(self.config, threads=1))
         del cfg["threads"]
-        return json.dumps({**cfg, "init": self.init, "lr": self.lr, "seed": self.seed}, sort_keys=True, default=list)
+        return json.dumps({**cfg, "init": self.init, "lr": self.lr, "seed": self.seed}, sort_keys=True,
+                          default=list)
 
     @property
     def key(self) -> str:
