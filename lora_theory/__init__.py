@@ -9,7 +9,8 @@ from .models import SETTINGS
 from .optim import OPTIMIZERS
 from .simulate import COLUMNS, simulate
 from .simulate import Unit, run_unit
+from .transfer import transfer_lr
 
 __all__ = ["COLUMNS", "INITS", "InitSpec", "ModelConfig", "OPTIMIZERS", "SETTINGS", "TrainConfig",
-           "Unit", "run_unit", "sample_init", "simulate"]
+           "Unit", "run_unit", "sample_init", "simulate", "transfer_lr"]
 __version__ = "0.1.0"

@@ -2,22 +2,30 @@
 
 ``run_bench()`` measures the machine (float64 matmul peak and stream bandwidth), then for each case
 trains the same grid two ways, checks that both give the same final losses, and reports
-configurations·steps per second, their ratio, and the engine's fraction of the roofline. A last check
-runs a toy sweep at n = 2^14 with 1000 training points in a fresh process and reports its peak memory.
+configurations·steps per second, their ratio, and the engine's fractions of the roofline. A last check
+runs a toy sweep at n = 2^15 with 1000 training points in a fresh process and reports its peak memory.
 
-Roofline model (toy setting, per configuration and step, b = bytes per float, N samples, width n,
-rank r). Flops F ≈ 10·N·n·r (five rank-r matmuls) + 5·N·n (bias add, ReLU, readout, mask). Bytes:
-the engine's passes over (N, n) buffers: Y_h written (1), base added in place (3), ReLU in place (2),
-readout (1), mask in place (2), the two mask matmuls (2) = 11·N·n·b, plus Adam's ~20 passes over the
-2·r·n weights and states. Roofline time = max(F / peak_flops, bytes / bandwidth); the fraction is
-roofline time / measured time (1 = the engine runs at the machine's limit for its own traffic).
-The bandwidth is DRAM's: a working set that fits in the last-level cache (the layer setting's weights
-and Adam states at n ≤ 1024) can run faster, so the fraction can exceed 1 there.
+Roofline: the least work the *computation* needs (not this implementation's), per configuration and step,
+with N samples, width n, rank r, b bytes per float and L configurations per seed:
+
+* flops F = 10·N·n·r + e·N·n + 13·2·r·n: five rank-r products, each 2·N·n·r (Z_A = Z Aᵀ, s·Z_A Bᵀ, G B,
+  Gᵀ Z_A and (G B)ᵀ Z: A and B differ per configuration, so none is shared), the elementwise work on the
+  (N, n) pre-activation (e = 5 in the toy: bias add, ReLU, readout multiply-add, mask; 3 in the layer:
+  residual, square, sum) and Adam's ≈ 13 flops per entry of A and B;
+* bytes Q = (m·N·n / L + 16·r·n)·b: the frozen (N, n) tensors, m of them (toy: Z and the pre-activation
+  base; layer: also the targets), are read once per step for the L configurations of a seed; everything
+  (N, n) that belongs to one configuration can stay in cache (the toy's tiles do); A and B with Adam's m and
+  v cost 8 accesses per entry (read weight, gradient, m, v; write weight, m, v; the gradient's own write).
+
+Compute roofline fraction = (F / matmul peak) / measured time; memory fraction = (Q / stream bandwidth) /
+measured time; ``roofline_fraction`` is the larger (the binding bound). The bandwidth is DRAM's: a working
+set that fits in the last-level cache (the layer's weights and Adam states at n ≤ 1024) can beat it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -86,16 +94,20 @@ def bench_case(case: Case, peaks: dict[str, float], threads: int, repeats: int =
     engine_final = df[df.step == case.steps].sort_values(["lr", "seed"])["loss"].to_numpy()
     n_cfg = len(case.lrs) * len(case.seeds)
     work = n_cfg * case.steps
-    model_time = _roofline_time(case, peaks) * work
+    flops, traffic = minimum_work(case)  # per configuration-step
+    t_flops = flops / (peaks["matmul_gflops"] * 1e9) * work  # seconds at the matmul peak
+    t_bytes = traffic / (peaks["bandwidth_gbs"] * 1e9) * work  # seconds at the stream bandwidth
     return {"case": case.name, "setting": case.setting, "width": case.width, "n_train": case.n_train,
             "configs": n_cfg, "steps": case.steps,
             "engine_config_steps_per_s": work / t_engine, "loop_config_steps_per_s": work / t_loop,
-            "speedup": t_loop / t_engine, "roofline_fraction": model_time / t_engine,
+            "speedup": t_loop / t_engine, "min_flops": flops, "min_bytes": traffic,
+            "compute_roofline_fraction": t_flops / t_engine, "memory_roofline_fraction": t_bytes / t_engine,
+            "roofline_fraction": max(t_flops, t_bytes) / t_engine,
             "max_rel_diff_final_loss": float(np.max(np.abs(engine_final - loop_final) / np.abs(loop_final))),
             "same_numbers": bool(np.allclose(engine_final, loop_final, rtol=1e-8, atol=0))}
 
 
-def memory_check(width: int = 2 ** 14, n_train: int = 1000, configs: int = 16, steps: int = 3,
+def memory_check(width: int = 2 ** 15, n_train: int = 1000, configs: int = 16, steps: int = 3,
                  max_batch_bytes: int = 2 ** 31, threads: int = 1) -> dict:
     """Peak resident memory of a toy sweep at ``width`` with ``n_train`` samples, in a fresh process.
 
@@ -103,7 +115,8 @@ def memory_check(width: int = 2 ** 14, n_train: int = 1000, configs: int = 16, s
     peak RSS (``ru_maxrss``) is what the machine must provide.
     """
     code = (f"import torch; torch.set_num_threads({threads}); from lora_theory import simulate, ModelConfig; "
-            f"simulate(widths={width}, lrs=[2.0 ** -k for k in range(4, {4 + configs // 2})], lr_exponent=None, "
+            f"simulate(widths={width}, lrs=[2.0 ** -k for k in range(4, {4 + configs // 2})], "
+            f"lr_exponent=None, "
             f"seeds=[0, 1], inits='A', steps={steps}, model=ModelConfig(setting='toy', n_train={n_train}), "
             f"max_batch_bytes={max_batch_bytes}, progress=False); import resource; "
             f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
@@ -119,20 +132,37 @@ def run_bench(quick: bool = False, threads: int | None = None) -> dict:
     """Machine peaks plus every case; the headline keys come from the speed-up and roofline cases.
 
     Returns a dict with ``engine_config_steps_per_s``, ``loop_config_steps_per_s`` and ``speedup`` of
-    the toy case at n = 1024 (quick: 256), ``roofline_fraction`` of the widest toy case, ``cases``
-    (every case) and ``machine``.
+    the toy case at n = 1024 (quick: 256), ``roofline_fraction`` of the widest toy case, per-case
+    ``speedup_by_case`` and ``compute_roofline_by_case``, ``cases`` (every case) and ``machine``.
     """
     threads = threads or torch.get_num_threads()
     peaks = machine_peaks(threads)
-    cases = [bench_case(c, peaks, threads, repeats=2 if quick else 3) for c in CASES["quick" if quick else "full"]]
+    cases = [bench_case(c, peaks, threads, repeats=2 if quick else 3)
+             for c in CASES["quick" if quick else "full"]]
     head = next(c for c in cases if c["case"] == HEADLINE["quick" if quick else "full"])
     wide = cases[-1]
     memory = memory_check(width=2 ** 10, n_train=100, configs=4, steps=2) if quick else memory_check()
-    return {"memory": memory, "engine_config_steps_per_s": head["engine_config_steps_per_s"],
+    return {"memory": memory, "limit": limit_cost(steps=3 if quick else 10, threads=threads), "engine_config_steps_per_s": head["engine_config_steps_per_s"],
             "loop_config_steps_per_s": head["loop_config_steps_per_s"], "speedup": head["speedup"],
-            "roofline_fraction": wide["roofline_fraction"], "cases": cases,
+            "roofline_fraction": wide["roofline_fraction"],
+            "speedup_by_case": {c["case"]: c["speedup"] for c in cases},
+            "compute_roofline_by_case": {c["case"]: c["compute_roofline_fraction"] for c in cases},
+            "cases": cases,
             "machine": {**peaks, "threads": threads, "torch": torch.__version__,
                         "processor": platform.processor() or platform.machine()}}
+
+
+def limit_cost(width: int = 2 ** 14, steps: int = 10, seeds=(0, 1, 2, 3), threads: int = 1) -> dict:
+    """Seconds of the n → ∞ limit (``lora_theory.limit``; particles, not n, set its cost) next to finite
+    ``width``, same grid: layer setting, Init[A], c = −1/2, Adam, 8 constants C × ``seeds`` (best of 2)."""
+    torch.set_num_threads(threads)
+    cfg = TrainConfig(steps=steps, record_every=steps)
+    unit = Unit(ModelConfig(), cfg, width, 4, "A", "adam", tuple(seeds),
+                tuple(LearningRate(2.0 ** -k, -0.5) for k in range(-1, 7)))
+    run_unit(replace(unit, width=math.inf, train=replace(cfg, steps=1, record_every=1)))  # warm-up, imports
+    t_finite, t_limit = (_timed(lambda: run_unit(replace(unit, width=w)), 2)[0] for w in (width, math.inf))
+    return {"width": width, "steps": steps, "configs": 8 * len(seeds), "finite_seconds": t_finite,
+            "limit_seconds": t_limit}
 
 
 def format_report(result: dict) -> str:
@@ -141,14 +171,20 @@ def format_report(result: dict) -> str:
     lines = [f"machine: {m['threads']} threads, float64 matmul peak {m['matmul_gflops']:.1f} GFLOP/s, "
              f"stream bandwidth {m['bandwidth_gbs']:.1f} GB/s, torch {m['torch']}",
              f"{'case':<12} {'configs':>7} {'steps':>5} {'engine cfg·steps/s':>19} {'loop cfg·steps/s':>17} "
-             f"{'speedup':>8} {'roofline':>9} {'same':>5}"]
+             f"{'speedup':>8} {'compute':>8} {'memory':>7} {'same':>5}"]
     mem = result["memory"]
-    lines.insert(1, f"memory: toy n={mem['width']}, {mem['n_train']} training points, {mem['configs']} configurations: "
+    lines.insert(1, f"memory: toy n={mem['width']}, {mem['n_train']} training points, "
+                    f"{mem['configs']} configurations: "
                     f"peak RSS {mem['peak_rss_gb']:.2f} GB ({mem['seconds']:.0f} s, batches <= "
                     f"{mem['max_batch_bytes'] / 2 ** 30:.0f} GiB)")
+    lim = result["limit"]
+    lines.insert(2, f"limit: n = ∞ took {lim['limit_seconds']:.2f} s against {lim['finite_seconds']:.2f} s at "
+                    f"n = {lim['width']} ({lim['configs']} configurations, {lim['steps']} steps, layer, Init[A])")
     for c in result["cases"]:
-        lines.append(f"{c['case']:<12} {c['configs']:>7} {c['steps']:>5} {c['engine_config_steps_per_s']:>19.1f} "
-                     f"{c['loop_config_steps_per_s']:>17.1f} {c['speedup']:>7.1f}x {c['roofline_fraction']:>8.0%} "
+        lines.append(f"{c['case']:<12} {c['configs']:>7} {c['steps']:>5} "
+                     f"{c['engine_config_steps_per_s']:>19.1f} "
+                     f"{c['loop_config_steps_per_s']:>17.1f} {c['speedup']:>7.1f}x "
+                     f"{c['compute_roofline_fraction']:>8.0%} {c['memory_roofline_fraction']:>7.0%} "
                      f"{str(c['same_numbers']):>5}")
     return "\n".join(lines)
 
@@ -159,23 +195,28 @@ def main(quick: bool = False, as_json: bool = False, threads: int | None = None)
     return result
 
 
+def minimum_work(case: Case, itemsize: int = 8) -> tuple[float, float]:
+    """(flops, bytes) per configuration-step that the computation needs (module docstring), at ``itemsize``.
+
+    >>> minimum_work(Case("t", "toy", 1024, 256, 1))  # 10·N·n·r + 5·N·n + 26·r·n; (2·N·n/8 + 16·r·n)·8
+    (11902976.0, 1048576.0)
+    """
+    N, n, r, L = case.n_train, case.width, case.rank, len(case.lrs)
+    elementwise, frozen = (5, 2) if case.setting == "toy" else (3, 3)
+    flops = 10 * N * n * r + elementwise * N * n + 13 * 2 * r * n
+    return float(flops), float((frozen * N * n / L + 16 * r * n) * itemsize)
+
+
 def _loop(case: Case, fz) -> np.ndarray:
     """Final loss of each configuration trained alone (how such loops are usually written)."""
     finals = {}
     for lr in case.lrs:
         for i, seed in enumerate(case.seeds):
-            A0, B0 = sample_init(case.init, case.width, case.rank, init_generator(seed, case.width, case.rank))
+            g = init_generator(seed, case.width, case.rank)
+            A0, B0 = sample_init(case.init, case.width, case.rank, g)
             out = reference_run(case.setting, seed_slice(fz, i), A0, B0, 1.0, "adam", lr, lr, case.steps)
             finals[lr, seed] = out["loss"][-1]
     return np.array([finals[k] for k in sorted(finals)])  # ordered by (lr, seed), like the engine's rows
-
-
-def _roofline_time(case: Case, peaks: dict[str, float]) -> float:
-    """Roofline seconds per configuration-step (module docstring)."""
-    N, n, r, b = case.n_train, case.width, case.rank, 8
-    flops = 10 * N * n * r + 5 * N * n
-    traffic = 11 * N * n * b + 20 * 2 * r * n * b
-    return max(flops / (peaks["matmul_gflops"] * 1e9), traffic / (peaks["bandwidth_gbs"] * 1e9))
 
 
 def _timed(fn, repeats: int):

@@ -16,7 +16,8 @@ numbers would) and a ``description`` (a string stored with the record and compar
 results). Both the simulator (:mod:`lora_theory.simulate`) and the LLM sweep use this module.
 
 Killing the parent of a process pool does not stop its workers: a worker finishes (and stores) the
-task it is running, then exits when it finds the pool gone. Nothing is lost, but CPU is used until then.
+task it is running, then waits, idle but alive and holding its memory, until it is killed (measured in
+docs/reliability.md, which also says how to avoid it). Nothing finished is lost.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any, Callable, Protocol, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .checks import lookup
+from .checks import check_bool, check_dir, check_executor, lookup
 
 log = logging.getLogger("lora_theory")
 RECORD_FORMAT = 1  # layout of a record file (not of the numbers: tasks version those in their keys)
@@ -80,6 +81,8 @@ def execute(tasks: Sequence[Task], fn: Callable[[Any], Any], cache_dir: str | Pa
         desc: name of the work in the log and the progress bar.
     """
     lookup(CODECS, codec, "codec")
+    check_executor(executor)
+    check_bool("progress", progress)
     cache = _prepare(cache_dir)
     results: dict[int, Any] = {}
     todo = []
@@ -118,13 +121,9 @@ def read_all(cache_dir: str | Path, codec: str = "pickle") -> list:
 # ----------------------------------------------------------------------------------------- private
 
 def _prepare(cache_dir) -> Path | None:
-    if cache_dir is None:
+    cache = check_dir("cache_dir", cache_dir)
+    if cache is None:
         return None
-    if str(cache_dir).strip() == "":
-        raise ValueError("cache_dir must be a directory path or None, got ''")
-    cache = Path(cache_dir)
-    if cache.exists() and not cache.is_dir():
-        raise ValueError(f"cache_dir must be a directory, got the file {str(cache)!r}")
     cache.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(cache)
     return cache

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from pathlib import Path
 
 
 class RegistryKeyError(KeyError, ValueError):
@@ -80,7 +82,8 @@ def as_list(value, name: str) -> list:
 
 
 def check_unique(name: str, values: list) -> None:
-    """ValueError naming the repeated entries of ``values`` (a duplicate would duplicate rows and weight fits)."""
+    """ValueError naming the repeated entries of ``values`` (a duplicate would duplicate rows and weight
+    fits)."""
     seen, dup = set(), []
     for v in values:
         if v in seen and v not in dup:
@@ -88,3 +91,69 @@ def check_unique(name: str, values: list) -> None:
         seen.add(v)
     if dup:
         raise ValueError(f"{name} must not repeat values, got {dup} more than once")
+
+
+def check_bool(name: str, value: object, none_ok: bool = True) -> None:
+    """TypeError unless ``value`` is True or False (or None when ``none_ok``)."""
+    if not (isinstance(value, bool) or (none_ok and value is None)):
+        raise TypeError(f"{name} must be True, False{' or None' if none_ok else ''}, got {value!r}")
+
+
+def check_dir(name: str, value: object, none_ok: bool = True) -> Path | None:
+    """``value`` as a ``Path`` if it can be (or is) a directory; nothing is created. TypeError when it is not
+    a path; ValueError when it is empty, an existing file, or lies under a file.
+
+    >>> check_dir("cache_dir", "runs/cache")
+    PosixPath('runs/cache')
+    """
+    if value is None and none_ok:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a directory path (str or Path){' or None' if none_ok else ''}, "
+                        f"got {value!r}")
+    if str(value).strip() == "":
+        raise ValueError(f"{name} must be a directory path{' or None' if none_ok else ''}, got {value!r}")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} must be a directory, got the file {str(path)!r}")
+    _check_ancestors(name, path)
+    return path
+
+
+def check_executor(value: object) -> None:
+    """TypeError unless ``value`` is None or a ``concurrent.futures.Executor`` instance."""
+    from concurrent.futures import Executor
+
+    if value is not None and not isinstance(value, Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor instance (e.g. "
+                        f"ProcessPoolExecutor(2), a Dask client.get_executor()) or None, got {value!r}")
+
+
+def check_table(df: object, /, **columns) -> None:
+    """TypeError unless ``df`` is a DataFrame; ValueError unless it holds the columns each keyword names (the
+    keyword is the parameter that names them; ``df=[...]`` for columns the function itself needs).
+
+    >>> import pandas as pd
+    >>> check_table(pd.DataFrame({"width": [1]}), x="width")
+    """
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+    for param, cols in columns.items():
+        cols = [cols] if isinstance(cols, str) else list(cols)
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            what = "df must have the columns" if param == "df" else f"{param} must name columns of df, not"
+            raise ValueError(f"{what} {missing}; df has {list(df.columns)}")
+
+
+def _check_ancestors(name: str, path: Path) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable directory."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{name}: {str(path)!r} lies under the file {str(parent)!r}")
+            if not os.access(parent, os.W_OK):
+                raise ValueError(f"{name}: the folder {str(parent)!r} is not writable")
+            return

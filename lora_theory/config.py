@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
 
-from .checks import check_finite, check_int, check_positive
+from .checks import check_finite, check_int, check_positive, is_real
 
 SettingName = Literal["layer", "toy"]
 Scaling = Literal["lora", "rslora"]
@@ -112,7 +112,7 @@ class TrainConfig:
         check_int("record_every", self.record_every, low=1)
         for name in ("beta1", "beta2"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+            if not (is_real(value) and 0.0 <= value < 1.0):  # numpy floats too; never a bool
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         for name in ("eps", "lr_ratio", "diverge_threshold"):
             check_positive(name, getattr(self, name))
@@ -124,8 +124,8 @@ class TrainConfig:
             import torch
 
             if not torch.cuda.is_available():
-                raise ValueError(f"device={self.device!r} needs a CUDA build of torch and a GPU; this torch has "
-                                 "none: use device='cpu'")
+                raise ValueError(f"device={self.device!r} needs a CUDA build of torch and a GPU; this torch "
+                                 "has none: use device='cpu'")
 
     def lr_b_factor(self, n: int) -> float:
         """η_B / η_A at width n: ``lr_ratio · n**lr_ratio_exponent``.

@@ -6,7 +6,8 @@ model each) × L learning rates. Every matmul is batched; no Python loop runs ov
 Forward at step t (weights after t updates), for inputs Z (S, N, n):
     Z_A = Z Aᵀ                     (S, L, N, r)
     Z_B = s · Z_A Bᵀ               (S, L, N, n)   the LoRA feature s·BAZ (formed inside the setting)
-Gradients, with G = ∂loss/∂Z_B (never stored by the toy; see models.ToySetting.grads):
+Gradients, with G = ∂loss/∂Z_B (never formed by the toy, which works in cache-sized tiles of samples and
+never writes an (S, L, N, n) tensor; see models.ToySetting):
     ∂loss/∂A = s · (G B)ᵀ Z        (S, L, r, n)
     ∂loss/∂B = s · Gᵀ Z_A          (S, L, n, r)
 The recorded statistics are those of :mod:`lora_theory.stats` (``STATS``: definitions, computation,
@@ -65,7 +66,7 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
     record = record_steps(cfg)
     out = {k: [] for k in STATS}
     div = []
-    work = torch.empty((S, L, fz.Z.shape[1], fz.Z.shape[2]), dtype=A.dtype, device=A.device)  # (S, L, N, n)
+    work = setting.workspace(fz, L)  # the setting's buffer, reused every step (toy: a tile, not (S, L, N, n))
     for t in range(cfg.steps + 1):
         ZA, loss, ctx = forward(setting, fz, A, B, s, grad=t < cfg.steps, out=work)
         zb = stats.z_b_rms(ZA, B, s)
@@ -75,10 +76,10 @@ def train(setting, fz: Frozen, A0: torch.Tensor, B0: torch.Tensor, lr_a: torch.T
             vals = {"loss": loss, "z_a_rms": stats.rms(ZA), "z_b_rms": zb}
             vals.update(stats.shift_stats(A, B, A0, B0))
             vals.update(stats.delta_stats(fz.Z, ZA, B, dA, dB, s, like=loss))
-            vals["test_loss"] = (_test_loss(setting, fz, A, B, s) if fz.has_test
+            vals["test_loss"] = (_test_loss(setting, fz, A, B, s, work) if fz.has_test
                                  else torch.full_like(loss, float("nan")))
             for k in STATS:  # configurations that diverge at this step or died before report NaN
-                out[k].append(torch.where(alive & ~bad, vals[k], torch.nan).cpu().numpy())
+                out[k].append(torch.where(alive & ~bad, vals[k], torch.nan).double().cpu().numpy())  # float64
             div.append((~alive | bad).cpu().numpy())
         alive = alive & ~bad
         if t == cfg.steps:
@@ -95,7 +96,7 @@ def forward(setting, fz: Frozen, A: torch.Tensor, B: torch.Tensor, s: float, gra
             out: torch.Tensor | None = None):
     """Z_A = Z Aᵀ (S, L, N, r), the loss (S, L) and the setting's context for its ``grads``.
 
-    ``out`` is the (S, L, N, n) work buffer the setting writes into (allocated once per run).
+    ``out`` is the setting's work buffer (``setting.workspace``, allocated once per run).
     """
     ZA = za(fz.Z, A)  # (S, L, N, r)
     loss, ctx = setting.loss(fz, ZA, B, s, grad=grad, out=out)
@@ -120,5 +121,5 @@ def _kill(x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
     return torch.where(dead.reshape(dead.shape + (1,) * (x.dim() - 2)), 0.0, x)
 
 
-def _test_loss(setting, fz: Frozen, A, B, s) -> torch.Tensor:
-    return setting.loss(fz, za(fz.Z_test, A), B, s, test=True, grad=False)[0]
+def _test_loss(setting, fz: Frozen, A, B, s, work=None) -> torch.Tensor:
+    return setting.loss(fz, za(fz.Z_test, A), B, s, test=True, grad=False, out=work)[0]

@@ -24,7 +24,9 @@ from .experiments import (COORD_STATS, DEFAULT_CACHE, GRIDS, LLM_RUNS, TAU, coor
                           layer_lr_sweep, loss_optimal, regime_sweep, toy_summary, toy_sweep)
 from .fit import fit_exponent
 from .inits import colours
+from .limit import fig_limit_convergence
 from .theory import theory_exponent
+from .transfer import fig_rank_scaling
 
 __all__ = ["FIGURES", "fig_coord_check", "fig_feature_norms", "fig_feature_norms_appendix", "fig_llm_lr_sweep",
            "fig_loss_heatmap", "fig_lr_scaling", "fig_regimes", "main"]
@@ -164,7 +166,8 @@ def fig_llm_lr_sweep(quick: bool = False, cache_dir=None, runs_dir=None) -> tupl
 
 FIGURES = {"lr_scaling": fig_lr_scaling, "feature_norms": fig_feature_norms,
            "feature_norms_appendix": fig_feature_norms_appendix, "coord_check": fig_coord_check,
-           "regimes": fig_regimes, "loss_heatmap": fig_loss_heatmap, "llm_lr_sweep": fig_llm_lr_sweep}
+           "regimes": fig_regimes, "loss_heatmap": fig_loss_heatmap, "llm_lr_sweep": fig_llm_lr_sweep,
+           "rank_scaling": fig_rank_scaling, "limit_convergence": fig_limit_convergence}
 
 
 def main(out="figures", only=None, quick: bool = False, cache_dir=DEFAULT_CACHE) -> dict:

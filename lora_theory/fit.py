@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from .checks import check_int, lookup
+from .checks import check_int, check_table, is_real, lookup
 
 __all__ = ["METHODS", "Exponent", "FitWarning", "fit_exponent", "fit_exponents"]
 
@@ -90,12 +90,16 @@ def fit_exponent(df: pd.DataFrame, stat: str, x: str = "width", level: float = 0
         >>> round(fit_exponent(d, "v").slope, 6)
         1.0
     """
-    if stat not in df.columns or x not in df.columns:
-        raise ValueError(f"stat and x must be columns of df, got stat={stat!r}, x={x!r}")
+    check_table(df, stat=stat, x=x)
     lookup(METHODS, method, "method")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if not (is_real(level) and 0 < level < 1):
+        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
     check_int("n_boot", n_boot, low=0)
+    check_int("seed", seed, low=0)
+    scale = df[x].to_numpy(float)
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise ValueError(f"x column {x!r} must hold finite positive values (fitted on a log scale), got "
+                         f"{sorted(set(scale.tolist()))[:5]}")
     d = _usable(df, stat, x)
     lx, ly = np.log(d[x].to_numpy(float)), np.log(d[stat].to_numpy(float))
     seeds = d["seed"].to_numpy() if "seed" in d.columns else np.zeros(len(d), dtype=int)
@@ -117,9 +121,10 @@ def fit_exponents(df: pd.DataFrame, stats: list[str], by: list[str], **kw) -> pd
     A group with fewer than two widths of finite positive values (e.g. an exactly zero quantity)
     gets NaN rather than an error; an unknown stat is an error.
     """
-    missing = [s for s in stats if s not in df.columns]
-    if missing:
-        raise ValueError(f"stats must be columns of df, got {missing}")
+    stats, by = [stats] if isinstance(stats, str) else list(stats), [by] if isinstance(by, str) else list(by)
+    if not stats or not by:
+        raise ValueError(f"stats and by must each name at least one column, got stats={stats}, by={by}")
+    check_table(df, stats=stats, by=by)
     rows = []
     for key, g in df.groupby(by, dropna=False):
         key = key if isinstance(key, tuple) else (key,)

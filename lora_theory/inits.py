@@ -117,8 +117,8 @@ def get_init(name: str) -> InitSpec:
     return lookup(INITS, name, "init")
 
 
-def sample_init(name: str, n: int, r: int, generator: torch.Generator,
-                dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_init(name: str, n: int, r: int, generator: torch.Generator, dtype: torch.dtype = torch.float64,
+                n_out: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw (A_0, B_0) for one configuration.
 
     Args:
@@ -127,9 +127,12 @@ def sample_init(name: str, n: int, r: int, generator: torch.Generator,
         r: rank.
         generator: CPU ``torch.Generator``; the only source of randomness.
         dtype: floating point type of the result.
+        n_out: rows of B for a non-square layer (default n): B is n_out×r with its law read at n_out, A
+            keeps n (its fan-in), as PEFT's own inits draw a non-square layer (one shared Q for
+            ``peft_orthogonal``, so BA = 0 still holds).
 
     Returns:
-        ``A`` of shape (r, n) and ``B`` of shape (n, r).
+        ``A`` of shape (r, n) and ``B`` of shape (n_out, r).
 
     >>> g = torch.Generator().manual_seed(0)
     >>> A, B = sample_init("A", 64, 4, g)
@@ -137,10 +140,11 @@ def sample_init(name: str, n: int, r: int, generator: torch.Generator,
     (torch.Size([4, 64]), torch.Size([64, 4]), True)
     """
     spec = get_init(name)
+    n_out = n if n_out is None else n_out
     if spec.coupling == "orthogonal":
-        return _sample_orthogonal(spec, n, r, generator, dtype)
+        return _sample_orthogonal(spec, n, r, generator, dtype, n_out)
     A = _draw(spec.a, (r, n), n, r, generator, dtype)  # (r, n)
-    B = _draw(spec.b, (n, r), n, r, generator, dtype)  # (n, r)
+    B = _draw(spec.b, (n_out, r), n_out, r, generator, dtype)  # (n_out, r)
     return A, B
 
 
@@ -183,13 +187,13 @@ def _draw(dist: Dist, shape: tuple[int, int], n: int, r: int, generator: torch.G
 
 
 def _sample_orthogonal(spec: InitSpec, n: int, r: int, generator: torch.Generator,
-                       dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+                       dtype: torch.dtype, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     if r % 2:
         raise ValueError(f"init 'peft_orthogonal' needs an even rank, got rank={r}")
     Q, _ = torch.linalg.qr(torch.randn((r, r), generator=generator, dtype=dtype))
     q_odd, q_even = Q[0::2], Q[1::2]  # (r/2, r) each, mutually orthogonal rows
     # entry variance of G @ q_half is (r/2)/r = 1/2 on average, so scale by sqrt(2·coef)
-    scale_a, scale_b = math.sqrt(2 * spec.a.variance(n, r)), math.sqrt(2 * spec.b.variance(n, r))
+    scale_a, scale_b = math.sqrt(2 * spec.a.variance(n, r)), math.sqrt(2 * spec.b.variance(n_out, r))
     A = (torch.randn((n, r // 2), generator=generator, dtype=dtype) @ q_odd).T * scale_a  # (r, n)
-    B = torch.randn((r // 2, n), generator=generator, dtype=dtype).T @ q_even * scale_b  # (n, r)
+    B = torch.randn((r // 2, n_out), generator=generator, dtype=dtype).T @ q_even * scale_b  # (n_out, r)
     return A.contiguous(), B.contiguous()

@@ -11,10 +11,13 @@ Both settings share one LoRA layer acting on an input Z ∈ R^n (Θ(1) entries) 
   Labels come from a teacher of the same shape (width 1000, rank 20, all variances 1/fan-in),
   standardised with the training mean and std. Loss ``½ · mean_i (f_i − y_i)²``.
 
-Everything frozen is computed once per width for S seeds at once; the n×n matrices W* and W_h
-are never stored: only their action on the data, ``Z W_hᵀ``, is drawn (``gaussian_matmul``). Shapes: S seeds, L configurations per seed, N samples.
+Everything frozen is computed once per width for S seeds at once, always drawn in float64 (a float32
+run casts the same draws); the n×n matrices W* and W_h are never stored: only their action on the data,
+``Z W_hᵀ``, is drawn (``gaussian_matmul``). Shapes: S seeds, L configurations per seed, N samples.
 A setting maps Z_A = Z Aᵀ (S, L, N, r) and B to the per-configuration loss (S, L) (``loss``) and
-then to the gradients of A and B (``grads``): the only setting-specific parts of the engine.
+then to the gradients of A and B (``grads``): the only setting-specific parts of the engine. Its
+``workspace`` is the buffer ``loss`` writes into: (S, L, N, n) for the layer, a cache-sized tile of
+samples for the toy, which never writes an (S, L, N, n) tensor.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .checks import lookup
 from .config import ModelConfig
 
 _BLOCK = 1024  # rows of a frozen n×n matrix drawn at once (fixed: it is part of the random stream)
+TILE_BYTES = 2 ** 22  # the toy's tile of samples × all configurations of a step: 4 MiB, kept in cache
 _TAG_FROZEN, _TAG_DATA, _TAG_INIT = 1, 2, 3
 
 
@@ -56,7 +60,12 @@ class Setting(Protocol):
     name: str
 
     def build(self, n: int, seeds: list[int], cfg: ModelConfig, dtype: torch.dtype) -> Frozen:
-        """Frozen tensors of width ``n`` for each seed, stacked on a leading axis."""
+        """Frozen tensors of width ``n`` for each seed, stacked on a leading axis (drawn in float64, then
+        cast to ``dtype``: a float32 run simulates the same model as a float64 one)."""
+        ...
+
+    def workspace(self, fz: Frozen, L: int) -> torch.Tensor:
+        """A work buffer for :meth:`loss` (``out``) with L configurations per seed, allocated once per run."""
         ...
 
     def loss(self, fz: Frozen, ZA: torch.Tensor, B: torch.Tensor, s: float, test: bool = False,
@@ -65,7 +74,8 @@ class Setting(Protocol):
         :meth:`grads` (None when ``grad`` is False); ``test`` uses the held-out data."""
         ...
 
-    def grads(self, fz: Frozen, ctx: Any, ZA: torch.Tensor, B: torch.Tensor, s: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def grads(self, fz: Frozen, ctx: Any, ZA: torch.Tensor, B: torch.Tensor,
+              s: float) -> tuple[torch.Tensor, torch.Tensor]:
         """∂loss/∂A (S, L, r, n) and ∂loss/∂B (S, L, n, r)."""
         ...
 
@@ -77,12 +87,17 @@ class LayerSetting:
 
     def build(self, n: int, seeds: list[int], cfg: ModelConfig, dtype: torch.dtype) -> Frozen:
         Zs, bases, ys = [], [], []
-        for seed in seeds:
+        for seed in seeds:  # drawn in float64 whatever ``dtype`` is, so float32 runs the same model
             g = generator(seed, _TAG_FROZEN, n)
-            Z = torch.randn((cfg.n_train, n), generator=g, dtype=dtype)  # (N, n)
-            y = torch.randn((cfg.n_train, n), generator=g, dtype=dtype)  # (N, n)
+            Z = torch.randn((cfg.n_train, n), generator=g, dtype=torch.float64)  # (N, n)
+            y = torch.randn((cfg.n_train, n), generator=g, dtype=torch.float64)  # (N, n)
             Zs.append(Z), ys.append(y), bases.append(gaussian_matmul(Z, n, 1 / math.sqrt(n), g))
-        return Frozen(torch.stack(Zs), torch.stack(bases), torch.stack(ys))
+        return Frozen(*(torch.stack(x).to(dtype) for x in (Zs, bases, ys)))
+
+    def workspace(self, fz: Frozen, L: int) -> torch.Tensor:
+        """The reusable (S, L, N, n) buffer of one step (one sample by default: small)."""
+        S, N, n = fz.Z.shape
+        return fz.Z.new_empty((S, L, N, n))
 
     def loss(self, fz: Frozen, ZA: torch.Tensor, B: torch.Tensor, s: float, test: bool = False,
              grad: bool = True, out: torch.Tensor | None = None):
@@ -92,7 +107,8 @@ class LayerSetting:
         setting has no held-out data: ``test=True`` is an error.
         """
         if test:
-            raise ValueError("test=True: the layer setting has no held-out data (only the toy has a test split)")
+            raise ValueError("test=True: the layer setting has no held-out data "
+                             "(only the toy has a test split)")
         err = _lora(ZA, B, s, out).add_((fz.base - fz.target)[:, None])  # (S, L, N, n)
         N = err.shape[2]
         loss = 0.5 * err.square().sum(dim=(2, 3)) / N
@@ -107,48 +123,79 @@ class LayerSetting:
 
 
 class ToySetting:
-    """Teacher-student residual ReLU MLP with LoRA on the hidden weight (docs/theory.md §1.3)."""
+    """Teacher-student residual ReLU MLP with LoRA on the hidden weight (docs/theory.md §1.3).
+
+    A step never writes an (S, L, N, n) tensor. The samples go through in tiles of a few rows, all
+    configurations at once (about ``TILE_BYTES``, so that a tile stays in cache); a sample's output f_i sums
+    over the whole width, so it is complete within its tile, and so are its residual e_i and its share of
+    both gradient factors. Forward and backward are therefore one pass: nothing is stored for a backward
+    pass and nothing is recomputed.
+    """
 
     name = "toy"
 
     def build(self, n: int, seeds: list[int], cfg: ModelConfig, dtype: torch.dtype) -> Frozen:
-        parts = [self._build_one(n, seed, cfg, dtype) for seed in seeds]
-        return Frozen(*(torch.stack(p) for p in zip(*parts)))
+        parts = [self._build_one(n, seed, cfg) for seed in seeds]  # drawn in float64, then cast
+        return Frozen(*(torch.stack(p).to(dtype) for p in zip(*parts)))
+
+    def workspace(self, fz: Frozen, L: int) -> torch.Tensor:
+        """The reusable tile buffer of one step: (S, L, rows, n), about ``TILE_BYTES`` (at least one row)."""
+        S, N, n = fz.Z.shape
+        N = max(N, 0 if fz.Z_test is None else fz.Z_test.shape[1])
+        rows = max(1, min(N, TILE_BYTES // (S * L * n * fz.Z.element_size())))
+        return fz.Z.new_empty((S, L, rows, n))
 
     def loss(self, fz: Frozen, ZA: torch.Tensor, B: torch.Tensor, s: float, test: bool = False,
              grad: bool = True, out: torch.Tensor | None = None):
         """Loss (S, L) from Z_A (S, L, N, r) and B (S, L, n, r); context for :meth:`grads` if ``grad``.
 
-        ``out`` is an optional (S, L, N, n) work buffer, reused across steps by the engine. Three passes over an (S, L, N, n) buffer: Y_h = base + s·Z_A Bᵀ, ReLU in place, readout.
-        The backward pass needs only the ReLU mask M (as 0/1 floats, made in place) and
-        e = (f − y)/N, since G = ∂loss/∂Y_h = e wᵀ ⊙ M is never formed (see :meth:`grads`).
+        Per tile of rows I (``out``: the tile buffer of :meth:`workspace`, made here when None):
+        H = φ(base_I + s·Z_A,I Bᵀ), f_I = H w; with ``grad``, M = 1[Y_h > 0] (in place, 0/1 floats),
+        e_I = (f_I − y_I)/N, the rows P_I = M (w ⊙ B) of G B / (s e) and the sum Σ_I (s e_I ⊙ Z_A,I)ᵀ M
+        of (Gᵀ Z_A)ᵀ / w, where G = ∂loss/∂Y_h = e wᵀ ⊙ M is never formed (see :meth:`grads`).
         """
         base, y = (fz.base_test, fz.target_test) if test else (fz.base, fz.target)
-        H = _lora(ZA, B, s, out).add_(base[:, None]).clamp_(min=0)  # φ(Y_h), (S, L, N, n)
-        S, L, N, n = H.shape
-        # one GEMV per seed (a batched (S, L·N, n) @ (S, n, 1) matmul is ~1.6× slower on CPU)
-        f = torch.stack([H[i].reshape(L * N, n).mv(fz.w_out[i]) for i in range(S)]).reshape(S, L, N)
+        S, L, N, r = ZA.shape
+        n = B.shape[2]
+        if out is None or out.shape[:2] != (S, L) or out.shape[3] != n or out.dtype != ZA.dtype:
+            out = self.workspace(fz, L)
+        # (S, L, N, r), (S, L, r, n), (S, n); Bᵀ and (w ⊙ B)ᵀ contiguous: MKL's fast layout for these shapes
+        sZA, Bt, w = s * ZA, B.transpose(-1, -2).contiguous(), fz.w_out
+        f = ZA.new_empty((S, L, N))
+        if grad:
+            wB = (Bt * w[:, None, None, :]).transpose(-1, -2)  # (S, L, n, r), a view of an (S, L, r, n) tensor
+            P = torch.empty_like(ZA)  # M (w ⊙ B), (S, L, N, r)
+            gBt = ZA.new_zeros((S * L, r, n))  # Σ over tiles of (s e ⊙ Z_A)ᵀ M
+        for i0 in range(0, N, out.shape[2]):
+            i1 = min(N, i0 + out.shape[2])
+            H = _lora_rows(sZA[:, :, i0:i1], Bt, _prefix(out, (S, L, i1 - i0, n)))  # (S, L, rows, n)
+            H.add_(base[:, None, i0:i1]).clamp_(min=0)  # φ(Y_h) of these rows
+            for k in range(S):  # one GEMV per seed (a batched matmul against (S, n, 1) is slower on CPU)
+                f[k, :, i0:i1] = H[k].reshape(-1, n).mv(w[k]).view(L, i1 - i0)
+            if grad:
+                M = H.sign_()  # 1[Y_h > 0] as 0/1 floats
+                P[:, :, i0:i1] = M @ wB
+                se = s * ((f[:, :, i0:i1] - y[:, None, i0:i1]) / N)  # (S, L, rows)
+                gBt.baddbmm_((se[..., None] * ZA[:, :, i0:i1]).transpose(-1, -2).reshape(S * L, r, i1 - i0),
+                             M.view(S * L, i1 - i0, n))
         err = f - y[:, None]
         loss = 0.5 * err.square().mean(dim=2)
         if not grad:
             return loss, None
-        return loss, (H.sign_(), err / err.shape[2])  # M = 1[Y_h > 0], e
+        return loss, (P, err / N, gBt.view(S, L, r, n))
 
     def grads(self, fz: Frozen, ctx, ZA: torch.Tensor, B: torch.Tensor, s: float):
-        """With G = e wᵀ ⊙ M: G B = e ⊙ (M (w ⊙ B)) and Gᵀ Z_A = w ⊙ (Mᵀ (e ⊙ Z_A)); two rank-r matmuls on M."""
-        M, e = ctx
-        se = (s * e)[..., None]  # (S, L, N, 1): s folded into the small factors
-        w = fz.w_out[:, None, :, None]  # (S, 1, n, 1)
-        GB = (M @ (w * B)).mul_(se)  # (S, L, N, r)
-        gB = ((se * ZA).transpose(-1, -2) @ M).transpose(-1, -2) * w  # (S, L, n, r)
-        return _t_matmul_z(GB, fz.Z), gB
+        """With G = e wᵀ ⊙ M: G B = s e ⊙ P and Gᵀ Z_A = w ⊙ (Mᵀ (s e ⊙ Z_A)), both accumulated by
+        :meth:`loss` (called with the same s); ∂loss/∂A = (G B)ᵀ Z, one matmul per seed."""
+        P, e, gBt = ctx
+        GB = P.mul_((s * e)[..., None])  # (S, L, N, r)
+        return _t_matmul_z(GB, fz.Z), gBt.transpose(-1, -2) * fz.w_out[:, None, :, None]
 
-
-    def _build_one(self, n: int, seed: int, cfg: ModelConfig, dtype: torch.dtype):
-        X, y = teacher_data(seed, cfg, dtype)  # (N + N_test, d), (N + N_test,)
-        N = cfg.n_train
+    def _build_one(self, n: int, seed: int, cfg: ModelConfig):
+        X, y = teacher_data(seed, cfg, torch.float64)  # (N + N_test, d), (N + N_test,)
+        N, dtype = cfg.n_train, torch.float64
         g = generator(seed, _TAG_FROZEN, n)
-        W_in = torch.randn((n, cfg.d_in), generator=g, dtype=dtype) / math.sqrt(cfg.d_in)
+        W_in = torch.randn((n, cfg.d_in), generator=g, dtype=dtype) / math.sqrt(cfg.d_in)  # (n, d)
         Y_in = X @ W_in.T  # (N + N_test, n)
         Z = torch.relu(Y_in)
         base = Y_in + gaussian_matmul(Z, n, 1 / math.sqrt(n), g)
@@ -217,6 +264,18 @@ def _lora(ZA: torch.Tensor, B: torch.Tensor, s: float, out: torch.Tensor | None)
     if out is None or out.shape != ZA.shape[:3] + (B.shape[2],):
         return torch.matmul(s * ZA, B.transpose(-1, -2))
     return torch.matmul(s * ZA, B.transpose(-1, -2), out=out)
+
+
+def _lora_rows(sZA: torch.Tensor, Bt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """s·Z_A Bᵀ for some rows, into ``out``; a fresh tensor when autograd records (the tests' oracle)."""
+    if torch.is_grad_enabled() and (sZA.requires_grad or Bt.requires_grad):
+        return torch.matmul(sZA, Bt)
+    return torch.matmul(sZA, Bt, out=out)
+
+
+def _prefix(buf: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A contiguous tensor of ``shape`` on the first elements of ``buf`` (a shorter last tile)."""
+    return buf.view(-1)[:math.prod(shape)].view(shape)
 
 
 def _t_matmul_z(X: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:

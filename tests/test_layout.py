@@ -17,11 +17,14 @@ LAYERS = [
     {"models", "optim", "stats"},
     {"engine", "reference"},
     {"cache"},
+    {"theory.algebra"}, {"theory.recursion"}, {"theory.solve"}, {"theory.law"}, {"theory.derivation"}, {"theory"},
+    {"limit.meanfield"}, {"limit.run"},  # the n → ∞ engine: simulate routes width math.inf to it
     {"simulate"},
-    {"theory.algebra"}, {"theory.recursion"}, {"theory.solve"}, {"theory.derivation"}, {"theory"},
-    {"llm.data"}, {"llm.config", "llm.model"}, {"llm.train"}, {"llm.sweep"}, {"llm", "llm.__main__"},
+    {"llm.data"}, {"llm.config", "llm.model"}, {"llm.train"}, {"llm.sweep"}, {"llm.explain"},
+    {"llm", "llm.__main__"},
     {"fit"}, {"analysis"},
-    {"experiments", "plotting", "calibrate", "validate"}, {"figures"},
+    {"experiments", "plotting", "calibrate", "validate", "transfer"},
+    {"limit.convergence", "limit.report", "limit"}, {"figures"},
     {"bench"}, {"cli"}, {"__init__", "__main__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

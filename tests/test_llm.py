@@ -103,8 +103,10 @@ def test_non_square_layers_use_their_own_n():
     assert len(mods) == 36  # six linears in each of 6 layers; no pooler
     A_out = mods["layer.0.output.dense"].lora_A["default"].weight  # (r, 1536): n = n_in = 1536
     assert A_out.shape == (R, 1536) and A_out.var().item() == pytest.approx(1 / 1536, rel=0.1)
-    with pytest.raises(ValueError, match="square"):
-        llm.apply_init(model.encoder, "peft_orthogonal", torch.Generator().manual_seed(0))
+    llm.apply_init(model.encoder, "peft_orthogonal", torch.Generator().manual_seed(0))  # one Q, as PEFT's own
+    A_out, B_out = (mods["layer.0.output.dense"].lora_A["default"].weight,
+                    mods["layer.0.output.dense"].lora_B["default"].weight)  # (r, 1536), (384, r)
+    assert B_out.shape == (N, R) and (B_out @ A_out).abs().max().item() < 1e-6  # B·A = 0, non-square layer
 
 
 # ------------------------------------------------------------------------------------------ sweep engine

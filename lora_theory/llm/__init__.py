@@ -24,11 +24,12 @@ nothing outside it imports them.
 
 from .config import LLM_COLUMNS, MODULE_COLUMNS, PRESETS, LlmConfig
 from .data import DATASETS, TextSplit, load_bbc, load_tweets
+from .explain import Explanation, explain
 from .model import WIDTH, LoraClassifier, Recorder, apply_init, build_model, evaluate, lora_modules
 from .sweep import combine_runs, coord_check, final_rows, llm_runs, llm_sweep, lr_table, plot_lr_sweep
 from .train import LlmRun, train_run
 
-__all__ = ["DATASETS", "LLM_COLUMNS", "MODULE_COLUMNS", "PRESETS", "WIDTH", "LlmConfig", "LlmRun", "LoraClassifier",
-           "Recorder", "TextSplit", "apply_init", "build_model", "combine_runs", "coord_check", "evaluate",
-           "final_rows", "llm_runs", "llm_sweep", "load_bbc", "load_tweets", "lora_modules", "lr_table",
-           "plot_lr_sweep", "train_run"]
+__all__ = ["DATASETS", "LLM_COLUMNS", "MODULE_COLUMNS", "PRESETS", "WIDTH", "Explanation", "LlmConfig",
+           "LlmRun", "LoraClassifier", "explain", "Recorder", "TextSplit", "apply_init", "build_model",
+           "combine_runs", "coord_check", "evaluate", "final_rows", "llm_runs", "llm_sweep", "load_bbc",
+           "load_tweets", "lora_modules", "lr_table", "plot_lr_sweep", "train_run"]

@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..checks import check_int, check_positive
 from ..inits import absorb_initial_product, get_init, sample_init
+from .config import check_targets
 from .data import collate, model_path
 
 WIDTH = 384  # hidden size of MiniLM-L6
@@ -52,6 +54,7 @@ def build_model(init: str = "A", rank: int = 8, targets=("query", "value"), seed
     Returns:
         A :class:`LoraClassifier`; only LoRA and the head are trainable.
     """
+    targets = check_model_args(init, rank, targets, seed, num_labels, alpha)
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
@@ -66,14 +69,35 @@ def build_model(init: str = "A", rank: int = 8, targets=("query", "value"), seed
     return LoraClassifier(encoder, num_labels, g)
 
 
+def check_model_args(init: str, rank: int, targets=("query", "value"), seed: int = 0, num_labels: int = 2,
+                     alpha: float | None = None):
+    """Every argument of :func:`build_model`, checked before anything loads; returns ``targets`` normalised.
+
+    >>> check_model_args("A", 8)
+    ('query', 'value')
+    """
+    spec = get_init(init)
+    check_int("rank", rank)
+    check_int("seed", seed, low=0)
+    check_int("num_labels", num_labels, low=2)
+    if alpha is not None:
+        check_positive("alpha", alpha)
+    if spec.coupling == "orthogonal" and rank % 2:
+        raise ValueError(f"rank must be even with init {init!r}, got rank={rank}")
+    return check_targets(targets)
+
+
 def apply_init(peft_model: torch.nn.Module, init: str, generator: torch.Generator) -> torch.nn.Module:
     """Set every active LoRA adapter of ``peft_model`` to the registry init ``init``, in place.
 
     PEFT stores A as ``lora_A.weight`` (r, n_in) and B as ``lora_B.weight`` (n_out, r), the shapes of
     :func:`lora_theory.sample_init` with n = n_in for A and n = n_out for B. For a square layer (query, value:
     384×384) one ``sample_init(init, n, r)`` call draws both, so coupled inits keep their coupling. For a
-    non-square layer A is drawn with n = n_in (its fan-in, which keeps A·x = Θ(1)) and B with n = n_out;
-    coupled inits ("peft_orthogonal") are then refused. Inits with ``subtract`` move W* to W* − s·B0·A0.
+    non-square layer A is drawn with n = n_in (its fan-in, which keeps A·x = Θ(1)) and B with n = n_out; a
+    coupled init ("peft_orthogonal") draws both from one Q (``sample_init(..., n_out=n_out)``), as PEFT's
+    ``orthogonal_init`` does, so B·A = 0 still holds. Inits with ``subtract`` move W* to W* − s·B0·A0.
+    All or nothing: every module is checked (LoRA on an ``nn.Linear``, no DoRA, an even rank for coupled
+    inits) and every draw is made before any weight changes; the error names the offending module.
     Init[A] ("A": A ~ N(0, 1/n_in), B = 0) has the exponents of PEFT's default (A uniform with variance
     1/(3 n_in), which is "peft_true"); Init[B] ("B") is A = 0, B ~ N(0, 1/r).
 
@@ -81,21 +105,25 @@ def apply_init(peft_model: torch.nn.Module, init: str, generator: torch.Generato
         ``peft_model``.
     """
     spec = get_init(init)
-    for _, mod in lora_modules(peft_model):
-        for adapter in mod.active_adapters:
-            lin_a, lin_b = mod.lora_A[adapter], mod.lora_B[adapter]
-            r, n_in, n_out = lin_a.out_features, lin_a.in_features, lin_b.out_features
-            if n_in == n_out:
-                A, B = sample_init(init, n_in, r, generator)  # (r, n), (n, r)
-            elif spec.coupling == "independent":
-                A, B = sample_init(init, n_in, r, generator)[0], sample_init(init, n_out, r, generator)[1]
-            else:
-                raise ValueError(f"init {init!r} couples A and B; it needs square layers, got {n_out}x{n_in}")
-            with torch.no_grad():
-                lin_a.weight.copy_(A)
-                lin_b.weight.copy_(B)
-                W = mod.base_layer.weight
-                W.copy_(absorb_initial_product(init, W, A, B, mod.scaling[adapter]))
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {generator!r}")
+    draws = []  # (module, adapter, A (r, n_in), B (n_out, r)): all drawn before any weight changes
+    for mod, adapter in _lora_adapters(peft_model, init, spec.coupling == "orthogonal"):
+        lin_a, lin_b = mod.lora_A[adapter], mod.lora_B[adapter]
+        r, n_in, n_out = lin_a.out_features, lin_a.in_features, lin_b.out_features
+        if n_in == n_out:
+            A, B = sample_init(init, n_in, r, generator)  # (r, n), (n, r)
+        elif spec.coupling == "independent":  # two calls: the numbers of earlier runs are kept
+            A, B = sample_init(init, n_in, r, generator)[0], sample_init(init, n_out, r, generator)[1]
+        else:
+            A, B = sample_init(init, n_in, r, generator, n_out=n_out)  # one Q for both, as PEFT's own
+        draws.append((mod, adapter, A, B))
+    with torch.no_grad():
+        for mod, adapter, A, B in draws:
+            mod.lora_A[adapter].weight.copy_(A)
+            mod.lora_B[adapter].weight.copy_(B)
+            W = mod.base_layer.weight
+            W.copy_(absorb_initial_product(init, W, A, B, mod.scaling[adapter]))
     return peft_model
 
 
@@ -138,6 +166,8 @@ class Recorder:
 @torch.inference_mode()
 def evaluate(model: LoraClassifier, test, n_eval: int, batch: int = 128) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on the first ``n_eval`` test examples (length-sorted batches)."""
+    check_int("n_eval", n_eval)
+    check_int("batch", batch)
     ids, labels = test[0][:n_eval], test[1][:n_eval]
     order = np.argsort([len(x) for x in ids], kind="stable")
     model.eval()
@@ -150,6 +180,32 @@ def evaluate(model: LoraClassifier, test, n_eval: int, batch: int = 128) -> tupl
         correct += int((logits.argmax(-1) == y).sum())
     model.train()
     return loss / len(order), correct / len(order)
+
+
+def _lora_adapters(peft_model, init: str, even_rank: bool) -> list[tuple[torch.nn.Module, str]]:
+    """(module, adapter) of every active LoRA adapter, after checking that :func:`apply_init` can set each."""
+    if not isinstance(peft_model, torch.nn.Module):
+        raise TypeError(f"peft_model must be a torch.nn.Module wrapped by peft.get_peft_model, got "
+                        f"{peft_model!r}")
+    mods = lora_modules(peft_model)
+    if not mods:
+        raise ValueError(f"peft_model has no PEFT LoRA layer: wrap the {type(peft_model).__name__} with "
+                         "peft.get_peft_model first")
+    out = []
+    for name, mod in mods:
+        base = mod.get_base_layer()
+        if not isinstance(base, torch.nn.Linear):
+            raise TypeError(f"apply_init supports LoRA on torch.nn.Linear layers only; module {name!r} wraps "
+                            f"{type(base).__name__!r}: leave it out of the LoRA targets")
+        for adapter in mod.active_adapters:
+            if adapter not in mod.lora_A or getattr(mod, "use_dora", {}).get(adapter, False):
+                raise ValueError(f"module {name!r}: adapter {adapter!r} is not a plain LoRA A/B pair (DoRA "
+                                 "or another variant); apply_init cannot set it")
+            if even_rank and mod.lora_A[adapter].out_features % 2:
+                raise ValueError(f"rank must be even with init {init!r}, got rank="
+                                 f"{mod.lora_A[adapter].out_features} in module {name!r}")
+            out.append((mod, adapter))
+    return out
 
 
 @contextlib.contextmanager

@@ -13,9 +13,10 @@ from dataclasses import replace
 import pandas as pd
 
 from .. import cache
-from ..checks import as_list, check_int, check_unique, is_int, is_real, lookup
+from ..checks import as_list, check_dir, check_int, check_unique, is_int, is_real, lookup
 from ..inits import INITS, colours
 from .config import LLM_COLUMNS, PRESETS, LlmConfig
+from .model import check_model_args
 from .train import LlmRun, train_run
 
 __all__ = ["coord_check", "combine_runs", "final_rows", "llm_runs", "llm_sweep", "lr_table", "plot_lr_sweep"]
@@ -43,6 +44,7 @@ def llm_sweep(lrs=None, inits=("A", "B"), seeds=None, steps=None, dataset=None, 
     Returns:
         The runs' rows (``LLM_COLUMNS``), seed outermost, then learning rate, then init.
     """
+    check_dir("out_dir", out_dir)
     runs = llm_runs(lrs, inits, seeds, steps, dataset, n_eval, quick, config)
     results = cache.execute(runs, train_run, cache_dir=out_dir, executor=executor, progress=progress,
                             codec="json", validate=_check_run, desc="llm_sweep")
@@ -72,6 +74,8 @@ def llm_runs(lrs=None, inits=("A", "B"), seeds=None, steps=None, dataset=None, n
     cfg = replace(cfg, dataset=cfg.dataset if dataset is None else dataset,
                   steps=check_int("steps", preset["steps"] if steps is None else steps),
                   n_eval=check_int("n_eval", preset["n_eval"] if n_eval is None else n_eval))
+    for init in inits:  # init-specific constraints (an even rank for peft_orthogonal)
+        check_model_args(init, cfg.rank, cfg.targets)
     # seed outermost: a partial sweep is balanced across inits
     return [LlmRun(cfg, init, float(lr), int(seed)) for seed in seeds for lr in lrs for init in inits]
 

@@ -20,7 +20,7 @@ from fractions import Fraction
 from typing import Literal
 
 import sympy
-from sympy import Max, Rational, oo
+from sympy import Max, Rational, oo  # noqa: F401 (Rational: doctests)
 
 from ..checks import lookup
 
@@ -30,8 +30,9 @@ rho = sympy.Symbol("rho", nonnegative=True)  # rank exponent: r = Θ(n^ρ), 0 �
 gamma_alpha = sympy.Symbol("gamma_alpha", real=True)  # multiplier convention: s = α·r^{−γ_α}
 SCALINGS = {"lora": sympy.Integer(1), "rslora": sympy.Rational(1, 2), "constant": sympy.Integer(0)}  # γ_α
 
-__all__ = ["SCALINGS", "c", "c_A", "c_B", "contract", "exact", "frontier", "gamma_A", "gamma_alpha", "gamma_B",
-           "gamma_product", "gamma_sum", "max_of", "pieces", "reduce_on_box", "rel", "rho", "scaling_exponent"]
+__all__ = ["SCALINGS", "c", "c_A", "c_B", "contract", "exact", "frontier", "gamma_A", "gamma_B",
+           "gamma_alpha", "gamma_product", "gamma_sum", "max_of", "pieces", "reduce_on_box", "rel", "rho",
+           "scaling_exponent"]
 
 
 def gamma_product(*gammas):

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import sympy
 from sympy import Rational, oo  # noqa: F401 (Rational: doctests)
@@ -34,10 +34,11 @@ from ..checks import lookup
 from ..inits import INITS
 from .algebra import contract, exact, gamma_product, gamma_sum, scaling_exponent
 
+_ZERO, _ONE = sympy.Integer(0), sympy.Integer(1)  # exact defaults of RankScaling
 WINDOW = 3  # first step at which efficiency / feature learning is checked (docs/theory.md §4)
 COLUMNS = ["step", "z_a", "b", "b_shift", "z_b", "delta1", "delta2", "delta3", "dz_b", "a_shift", "z_b_total"]
 
-__all__ = ["ALIGNMENTS", "COLUMNS", "InitExponents", "OPTIMISERS", "RankScaling", "WINDOW", "check_steps",
+__all__ = ["ALIGNMENTS", "COLUMNS", "OPTIMISERS", "WINDOW", "InitExponents", "RankScaling", "check_steps",
            "init_exponents", "lr_exponents", "rank_scaling", "trajectory", "update_rule"]
 
 
@@ -63,9 +64,9 @@ class RankScaling:
     theory (α a constant); a symbol there records how a bound depends on α (``solve.lr_law``).
     """
 
-    rho: sympy.Expr = sympy.Integer(0)
-    gamma_alpha: sympy.Expr = sympy.Integer(1)
-    alpha: sympy.Expr = sympy.Integer(0)
+    rho: sympy.Expr = _ZERO
+    gamma_alpha: sympy.Expr = _ONE
+    alpha: sympy.Expr = _ZERO
 
     @property
     def s(self):
@@ -132,8 +133,8 @@ def trajectory(init: InitExponents, ca, cb, updates: Callable, steps, rank: Rank
     # γ[s·B_0A_0Z]: B_0 and A_0Z independent, a CLT sum over the r columns
     z0 = -oo if init.product_is_zero else gamma_product(gs, contract(gamma_product(x, y), "r", False, rho))
     z = -oo if init.starts_at_pretrained else z0
-    rows = [dict(step=0, z_a=x, b=y, b_shift=u, z_b=z, delta1=-oo, delta2=-oo, delta3=-oo, dz_b=-oo,
-                 a_shift=v, z_b_total=gamma_sum(z, z0))]
+    rows = [{"step": 0, "z_a": x, "b": y, "b_shift": u, "z_b": z, "delta1": -oo, "delta2": -oo, "delta3": -oo,
+             "dz_b": -oo, "a_shift": v, "z_b_total": gamma_sum(z, z0)}]
     for t in range(1, steps + 1):
         dza, db = updates(x, y, u, z, init, ca, cb, gs)
         # s·B_{t−1}ΔZ_A^t: random B_0 (independent of the update's signs, CLT over r) + learned B − B_0 (aligned)
@@ -143,8 +144,8 @@ def trajectory(init: InitExponents, ca, cb, updates: Callable, steps, rank: Rank
         # ΔA is a sum of rank-one terms (row vector)·Zᵀ, so ΔA·Z is a coherent contraction: entries dza − 1
         v = gamma_sum(v, gamma_product(dza, -1))
         x, y, u, z = gamma_sum(x, dza), gamma_sum(y, db), gamma_sum(u, db), gamma_sum(z, d1, d2, d3)
-        rows.append(dict(step=t, z_a=x, b=y, b_shift=u, z_b=z, delta1=d1, delta2=d2, delta3=d3,
-                         dz_b=gamma_sum(d1, d2, d3), a_shift=v, z_b_total=gamma_sum(z, z0)))
+        rows.append({"step": t, "z_a": x, "b": y, "b_shift": u, "z_b": z, "delta1": d1, "delta2": d2, "delta3": d3,
+                     "dz_b": gamma_sum(d1, d2, d3), "a_shift": v, "z_b_total": gamma_sum(z, z0)})
     return rows
 
 

@@ -16,11 +16,33 @@ import pandas as pd
 import sympy
 from sympy import And, Eq, Min, Or, Piecewise, Rational, oo  # noqa: F401 (Rational: doctests)
 
-from ..checks import lookup
+from ..checks import check_int, lookup
 from ..stats import STATS
-from .algebra import c, c_A, c_B, exact, frontier, gamma_A, gamma_B, gamma_sum, pieces, reduce_on_box, rel, rho
-from .recursion import (COLUMNS, WINDOW, InitExponents, check_steps, init_exponents, lr_exponents, rank_scaling,
-                        trajectory, update_rule)
+from .algebra import (
+    c,
+    c_A,
+    c_B,
+    exact,
+    frontier,
+    gamma_A,
+    gamma_B,
+    gamma_sum,
+    pieces,
+    reduce_on_box,
+    rel,
+    rho,
+)
+from .recursion import (
+    COLUMNS,
+    WINDOW,
+    InitExponents,
+    check_steps,
+    init_exponents,
+    lr_exponents,
+    rank_scaling,
+    trajectory,
+    update_rule,
+)
 
 REGIMES = ("unstable", "stable_no_feature_learning", "feature_learning", "efficient_feature_learning")
 
@@ -178,6 +200,9 @@ def theory_exponent(stat: str, init, lr_exponent, step: int, optimizer: str = "a
     (-3/2, -1/2)
     """
     spec = lookup(STATS, stat, "stat")
+    step = check_int("step", step, low=0)
+    if steps is not None and step > steps:
+        raise ValueError(f"step must be <= steps = {steps!r}, got {step!r}")
     if spec.theory is None:
         return None
     table = exponents(init, lr_exponent, optimizer, steps=steps or max(step, 1), rank_exponent=rank_exponent,
