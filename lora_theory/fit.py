@@ -103,7 +103,7 @@ def fit_exponent(df: pd.DataFrame, stat: str, x: str = "width", level: float = 0
     d = _usable(df, stat, x)
     lx, ly = np.log(d[x].to_numpy(float)), np.log(d[stat].to_numpy(float))
     seeds = d["seed"].to_numpy() if "seed" in d.columns else np.zeros(len(d), dtype=int)
-    slope = _ols(lx, ly)[0]
+    slope = float(_ols(lx, ly)[0])
     lo, hi = METHODS[method](lx, ly, seeds, level, lambda a, b: _ols(a, b)[0], n_boot, seed)
     out = Exponent(slope, lo, hi, level, len(d), method)
     if correction:
@@ -111,7 +111,7 @@ def fit_exponent(df: pd.DataFrame, stat: str, x: str = "width", level: float = 0
             raise ValueError(f"correction=True needs at least 4 distinct {x} values, got {len(np.unique(lx))}")
         corr = lambda a, b: _ols(a, b, correction=True)[0]  # noqa: E731
         c_lo, c_hi = METHODS[method](lx, ly, seeds, level, corr, n_boot, seed)
-        out = Exponent(slope, lo, hi, level, len(d), method, corr(lx, ly), c_lo, c_hi)
+        out = Exponent(slope, lo, hi, level, len(d), method, float(corr(lx, ly)), c_lo, c_hi)
     return out
 
 
@@ -177,9 +177,9 @@ def _per_seed(lx, ly, seeds, level, estimate, n_boot, seed) -> tuple[float, floa
                        if len(np.unique(lx[seeds == s])) >= need])
     centre = estimate(lx, ly)
     if len(values) < 2:
-        return centre, centre
+        return float(centre), float(centre)
     half = st.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return centre - half, centre + half
+    return float(centre - half), float(centre + half)
 
 
 def _per_width(lx, ly, seeds, level, estimate, n_boot, seed) -> tuple[float, float]:
@@ -187,7 +187,7 @@ def _per_width(lx, ly, seeds, level, estimate, n_boot, seed) -> tuple[float, flo
     xs = np.array([v for v in np.unique(lx) if (lx == v).sum() >= 2])  # a width's variance needs two seeds
     if len(xs) < 2:
         centre = estimate(lx, ly)
-        return centre, centre
+        return float(centre), float(centre)
     means = np.array([ly[lx == v].mean() for v in xs])
     k = np.array([(lx == v).sum() for v in xs])
     centre = estimate(xs, means)
@@ -198,7 +198,7 @@ def _per_width(lx, ly, seeds, level, estimate, n_boot, seed) -> tuple[float, flo
     se = np.sqrt(a.sum())
     dof = a.sum() ** 2 / np.sum(a ** 2 / (k - 1)) if se > 0 else np.inf
     half = st.t.ppf((1 + level) / 2, dof) * se
-    return centre - half, centre + half
+    return float(centre - half), float(centre + half)
 
 
 def _bootstrap(lx, ly, seeds, level, estimate, n_boot, seed) -> tuple[float, float]:
@@ -206,7 +206,7 @@ def _bootstrap(lx, ly, seeds, level, estimate, n_boot, seed) -> tuple[float, flo
     labels = np.unique(seeds)
     centre = estimate(lx, ly)
     if len(labels) < 2 or n_boot == 0:
-        return centre, centre
+        return float(centre), float(centre)
     rng = np.random.default_rng(seed)
     index = [np.flatnonzero(seeds == g) for g in labels]
     out = []

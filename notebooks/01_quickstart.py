@@ -9,6 +9,7 @@
 quick = False
 
 # %%
+# %matplotlib inline
 import lora_theory as lt
 from lora_theory.analysis import window_rms
 from lora_theory.fit import fit_exponents
@@ -24,3 +25,17 @@ df.head()
 # %%
 stats = ["z_a_rms", "z_b_rms", "b_shift_rms"]
 fit_exponents(window_rms(df, stats), stats, by=["init", "lr_exponent"]).round(3)
+
+# %% [markdown]
+# RMS(Z_A) against width at each step: it grows like n^1/2 under Init[A] (internal instability), not under Init[B].
+
+# %%
+from matplotlib.figure import Figure
+
+from lora_theory import plotting
+
+fig = Figure(figsize=(8, 3))
+for ax, (init, c) in zip(fig.subplots(1, 2), [("A", -0.5), ("B", -1.0)]):
+    sel = df[(df.init == init) & (df.lr_exponent == c) & (df.step >= 1)]
+    plotting.plot_coord_check(sel, ax, "z_a_rms", 0.5 if init == "A" else 0.0, title=f"Init[{init}], c = {c}")
+fig

@@ -10,6 +10,7 @@
 quick = False
 
 # %%
+# %matplotlib inline
 from lora_theory.figures import fig_lr_scaling
 
 fig, summary = fig_lr_scaling(quick=quick)

@@ -8,6 +8,7 @@
 quick = False
 
 # %%
+# %matplotlib inline
 from lora_theory.figures import fig_feature_norms, fig_feature_norms_appendix
 
 fig, summary = fig_feature_norms(quick=quick)

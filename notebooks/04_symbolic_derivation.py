@@ -9,6 +9,7 @@
 quick = False
 
 # %%
+# %matplotlib inline
 from IPython.display import Markdown, display
 
 from lora_theory import theory

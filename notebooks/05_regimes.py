@@ -10,6 +10,7 @@
 quick = False
 
 # %%
+# %matplotlib inline
 from lora_theory.figures import fig_loss_heatmap, fig_regimes
 
 fig, summary = fig_regimes(quick=quick)

@@ -10,6 +10,7 @@
 quick = False
 
 # %%
+# %matplotlib inline
 from lora_theory.figures import fig_llm_lr_sweep
 
 fig, summary = fig_llm_lr_sweep(quick=quick)

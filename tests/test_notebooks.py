@@ -13,7 +13,8 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_has_no_definitions_and_matches_its_percent_file(path):
     nb = nbformat.read(path, as_version=4)
-    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    code = "\n".join(line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()
+                     if not line.startswith("%"))  # IPython magics (%matplotlib inline) are not Python
     defs = [n for n in ast.walk(ast.parse(code))
             if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
     assert not defs, f"{path.name} defines {[d.name for d in defs]}: move them into lora_theory"
