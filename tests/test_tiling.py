@@ -66,8 +66,9 @@ def test_workspace_is_a_cache_sized_tile():
     assert work.numel() * 8 <= models.TILE_BYTES
 
 
-def test_training_never_allocates_an_S_L_N_n_tensor():
+def test_training_never_allocates_an_S_L_N_n_tensor(monkeypatch):
     """The profiler's largest single allocation during train() is far below one (S, L, N, n) tensor."""
+    monkeypatch.setattr(models, "TILE_BYTES", 2 ** 20)  # 1 MiB tiles of 16 rows
     S, L, N, n = 2, 4, 256, 1024
     fz = SETTINGS["toy"].build(n, [0, 1], ModelConfig(setting="toy", n_train=N, n_test=64), torch.float64)
     A0, B0 = (torch.stack(x) for x in zip(*(sample_init("A", n, R, init_generator(s, n, R)) for s in (0, 1))))
@@ -114,10 +115,7 @@ def test_float32_runs_the_same_model_and_returns_float64_columns():
               progress=False)
     d64, d32 = simulate(**kw), simulate(**kw, train_cfg=TrainConfig(steps=3, dtype="float32"))
     stats = [c for c in d64.columns if d64[c].dtype.kind == "f"]
-    assert all(d32[c].dtype == np.float64 for c in stats)
-    f64 = SETTINGS["toy"].build(64, [0], TOY, torch.float64)
-    f32 = SETTINGS["toy"].build(64, [0], TOY, torch.float32)
-    assert f32.Z.dtype == torch.float32 and torch.equal(f32.base, f64.base.float())
+    assert all(d32[c].dtype == np.float64 for c in stats)  # same draws: tests/test_models.py
     ok = d64[["loss", "z_a_rms", "z_b_rms"]].to_numpy()
     np.testing.assert_allclose(d32[["loss", "z_a_rms", "z_b_rms"]].to_numpy(), ok, rtol=1e-4, atol=1e-6)
 

@@ -26,8 +26,8 @@ PEFT_INITS = {True: ("A-type (B = 0, A Kaiming-uniform)", "peft_true"),
               "orthogonal": ("both non-zero (orthogonal halves, B·A = 0)", "peft_orthogonal"),
               "mica": ("B-type, data-dependent (A = 0, B frozen singular vectors of W)", None)}
 DATA_DEPENDENT = ("pissa", "olora", "corda", "eva", "loftq", "lora_ga")  # SVD/activation-based: not derived
-WEIGHT_INITS = {(True, False): ("A-type (B = 0, A random), read off the weights", "A"),
-                (False, True): ("B-type (A = 0, B random), read off the weights", "B")}  # (B zero, A zero)
+WEIGHT_INITS = {(True, False): ("A-type (B = 0, A random)", "A"),  # (B all zero, A all zero) → weights say
+                (False, True): ("B-type (A = 0, B random)", "B")}
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def explain(config_or_model, width: int | None = None) -> Explanation:
     from ..theory import lr_law  # sympy: imported when used
 
     cfg, layers = _read(config_or_model)
-    r, alpha = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
+    r, alpha = int(cfg.get("r") or 8), float(cfg.get("lora_alpha") or 8)  # PEFT's defaults
     rslora = bool(cfg.get("use_rslora", False))
     if r < 1 or not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"r must be >= 1 and lora_alpha > 0, got r={r!r}, lora_alpha={alpha!r}")
@@ -155,8 +155,9 @@ def _init_class(value, layers) -> tuple[str, str | None, list[str]]:
     if len(zeros) == 1 and next(iter(zeros)) in WEIGHT_INITS:
         seen, seen_init = WEIGHT_INITS[next(iter(zeros))]
         if seen_init != {"peft_true": "A", "peft_gaussian": "A"}.get(init, init):
-            return seen, seen_init, [f"the config says init_lora_weights={value!r} ({cls}) but the weights "
-                                     f"are {seen.split(',')[0]}: using the weights"]
+            return f"{seen}, read off the weights", seen_init, [
+                f"the config says init_lora_weights={value!r} ({cls}) but the weights are {seen}: using the "
+                "weights"]
     return cls, init, []
 
 

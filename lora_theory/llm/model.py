@@ -1,6 +1,7 @@
-"""The pretrained model of the LLM experiment: MiniLM with PEFT LoRA, registry inits, forward-hook statistics.
+"""The pretrained model of the LLM experiment: an encoder with PEFT LoRA, registry inits, forward hooks.
 
-See :mod:`lora_theory.llm` for the setting.
+See :mod:`lora_theory.llm` for the setting. The encoder is a key of ``MODELS`` (:mod:`.weights`); its width
+(``config.hidden_size``) and padding id (its tokenizer's) are read from the model, never assumed.
 """
 
 from __future__ import annotations
@@ -16,21 +17,33 @@ import torch
 from ..checks import check_int, check_positive
 from ..inits import absorb_initial_product, get_init, sample_init
 from .config import check_targets
-from .data import collate, model_path
-
-WIDTH = 384  # hidden size of MiniLM-L6
+from .data import collate
+from .weights import model_path, tokenizer
 
 
 class LoraClassifier(torch.nn.Module):
-    """A PEFT-wrapped encoder, mean pooling over real tokens and a linear head."""
+    """A PEFT-wrapped encoder, mean pooling over real tokens and a linear head.
 
-    def __init__(self, encoder: torch.nn.Module, num_labels: int, generator: torch.Generator):
+    Attributes:
+        width: the encoder's hidden size n (384 for MiniLM, 768 for MPNet).
+        pad_id: the id that pads a batch (the tokenizer's ``pad_token_id``).
+    """
+
+    def __init__(self, encoder: torch.nn.Module, num_labels: int, generator: torch.Generator,
+                 pad_id: int = 0):
         super().__init__()
-        self.encoder = encoder
-        self.head = torch.nn.Linear(WIDTH, num_labels)
+        self.encoder, self.pad_id = encoder, pad_id
+        self.width = n = encoder.config.hidden_size
+        self.head = torch.nn.Linear(n, num_labels)
         with torch.no_grad():
-            self.head.weight.copy_(torch.randn((num_labels, WIDTH), generator=generator) * 0.02)
+            self.head.weight.copy_(torch.randn((num_labels, n), generator=generator) * 0.02)
             self.head.bias.zero_()
+
+    @property
+    def lora_width(self) -> int:
+        """The common input width (fan-in) of the LoRA modules; the hidden size when they differ."""
+        widths = {m.lora_A[a].in_features for _, m in lora_modules(self.encoder) for a in m.active_adapters}
+        return widths.pop() if len(widths) == 1 else self.width
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits (b, num_labels) of the encoder output averaged over real tokens (``attention_mask`` = 1)."""
@@ -40,8 +53,8 @@ class LoraClassifier(torch.nn.Module):
 
 
 def build_model(init: str = "A", rank: int = 8, targets=("query", "value"), seed: int = 0,
-                num_labels: int = 2, alpha: float | None = None) -> LoraClassifier:
-    """Pretrained MiniLM with PEFT LoRA (``init`` applied by :func:`apply_init`) and a fresh head.
+                num_labels: int = 2, alpha: float | None = None, model: str = "minilm") -> LoraClassifier:
+    """A pretrained encoder with PEFT LoRA (``init`` applied by :func:`apply_init`) and a fresh head.
 
     Args:
         init: key of ``lora_theory.INITS`` ("A", "B", "peft_true", ...).
@@ -50,27 +63,45 @@ def build_model(init: str = "A", rank: int = 8, targets=("query", "value"), seed
         seed: seeds the LoRA init and the head.
         num_labels: classes of the head.
         alpha: LoRA alpha (default r, so s = α/r = 1).
+        model: key of ``MODELS``: "minilm" (all-MiniLM-L6-v2) or "mpnet" (all-mpnet-base-v2).
 
     Returns:
         A :class:`LoraClassifier`; only LoRA and the head are trainable.
     """
-    targets = check_model_args(init, rank, targets, seed, num_labels, alpha)
+    check_model_args(init, rank, targets, seed, num_labels, alpha, model)
+    return init_model(load_encoder(rank, targets, alpha, model), init, seed, num_labels)
+
+
+def load_encoder(rank: int = 8, targets=("query", "value"), alpha: float | None = None,
+                 model: str = "minilm"):
+    """The pretrained encoder ``model`` wrapped by PEFT LoRA (``lora_dropout`` 0), before any registry init
+    (:func:`init_model` applies one). Arguments as :func:`build_model`; checked before loading."""
+    targets = check_model_args("A", rank, targets, 0, 2, alpha, model)
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with _quiet():
-        base = AutoModel.from_pretrained(model_path(), add_pooling_layer=False)
+        base = AutoModel.from_pretrained(model_path(model), add_pooling_layer=False)
         cfg = LoraConfig(r=rank, lora_alpha=rank if alpha is None else alpha, lora_dropout=0.0,
                          target_modules=targets if isinstance(targets, str) else list(targets))
         encoder = get_peft_model(base, cfg)
-    g = torch.Generator().manual_seed(seed)
+    encoder.lora_theory_model = model  # which MODELS entry (its tokenizer pads the batches)
+    return encoder
+
+
+def init_model(encoder, init: str, seed: int, num_labels: int = 2) -> LoraClassifier:
+    """:func:`apply_init` with a generator seeded by ``seed``, then a fresh head drawn from the same
+    generator: the classifier of :func:`build_model` (``encoder``, from :func:`load_encoder`, changes in
+    place)."""
+    g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
     apply_init(encoder, init, g)
-    return LoraClassifier(encoder, num_labels, g)
+    pad_id = tokenizer(getattr(encoder, "lora_theory_model", "minilm")).pad_token_id
+    return LoraClassifier(encoder, num_labels, g, pad_id)
 
 
 def check_model_args(init: str, rank: int, targets=("query", "value"), seed: int = 0, num_labels: int = 2,
-                     alpha: float | None = None):
+                     alpha: float | None = None, model: str = "minilm"):
     """Every argument of :func:`build_model`, checked before anything loads; returns ``targets`` normalised.
 
     >>> check_model_args("A", 8)
@@ -84,7 +115,7 @@ def check_model_args(init: str, rank: int, targets=("query", "value"), seed: int
         check_positive("alpha", alpha)
     if spec.coupling == "orthogonal" and rank % 2:
         raise ValueError(f"rank must be even with init {init!r}, got rank={rank}")
-    return check_targets(targets)
+    return check_targets(targets, model)
 
 
 def apply_init(peft_model: torch.nn.Module, init: str, generator: torch.Generator) -> torch.nn.Module:
@@ -164,22 +195,37 @@ class Recorder:
 
 
 @torch.inference_mode()
-def evaluate(model: LoraClassifier, test, n_eval: int, batch: int = 128) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on the first ``n_eval`` test examples (length-sorted batches)."""
+def evaluate(model: LoraClassifier, test, n_eval: int, batch: int = 128, examples: bool = False):
+    """Mean cross-entropy and accuracy on the first ``n_eval`` test examples (length-sorted batches).
+
+    With ``examples`` also a table with one row per example, in example order: ``example`` (its index in the
+    test split), ``label``, ``correct`` (0/1) and ``loss`` (cross-entropy): the data of paired bootstraps.
+
+    Returns:
+        ``(loss, accuracy)``, or ``(loss, accuracy, table)`` with ``examples``.
+    """
     check_int("n_eval", n_eval)
     check_int("batch", batch)
     ids, labels = test[0][:n_eval], test[1][:n_eval]
     order = np.argsort([len(x) for x in ids], kind="stable")
     model.eval()
     loss, correct = 0.0, 0
+    per_loss, per_correct = np.zeros(len(order)), np.zeros(len(order), dtype=int)
     for k in range(0, len(order), batch):
         idx = order[k:k + batch]
-        logits = model(*collate([ids[i] for i in idx]))
+        logits = model(*collate([ids[i] for i in idx], getattr(model, "pad_id", 0)))
         y = torch.as_tensor(labels[idx])
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += int((logits.argmax(-1) == y).sum())
+        if examples:
+            per_loss[idx] = torch.nn.functional.cross_entropy(logits, y, reduction="none").double().numpy()
+            per_correct[idx] = (logits.argmax(-1) == y).numpy()
     model.train()
-    return loss / len(order), correct / len(order)
+    if not examples:
+        return loss / len(order), correct / len(order)
+    table = pd.DataFrame({"example": np.arange(len(order)), "label": np.asarray(labels, dtype=int),
+                          "correct": per_correct, "loss": per_loss})
+    return loss / len(order), correct / len(order), table
 
 
 def _lora_adapters(peft_model, init: str, even_rank: bool) -> list[tuple[torch.nn.Module, str]]:

@@ -18,8 +18,10 @@ from ..inits import INITS, colours
 from .config import LLM_COLUMNS, PRESETS, LlmConfig
 from .model import check_model_args
 from .train import LlmRun, train_run
+from .verdict import best_lrs
 
-__all__ = ["coord_check", "combine_runs", "final_rows", "llm_runs", "llm_sweep", "lr_table", "plot_lr_sweep"]
+__all__ = ["coord_check", "combine_examples", "combine_runs", "final_rows", "followup_runs", "llm_runs",
+           "llm_sweep", "lr_table", "plot_lr_sweep", "preset_runs", "preset_sweep"]
 
 
 def llm_sweep(lrs=None, inits=("A", "B"), seeds=None, steps=None, dataset=None, n_eval=None,
@@ -33,7 +35,7 @@ def llm_sweep(lrs=None, inits=("A", "B"), seeds=None, steps=None, dataset=None, 
         lrs, inits, seeds: the grid (scalars or lists); inits are keys of ``lora_theory.INITS``.
         steps, n_eval: optimiser updates and held-out examples evaluated per run.
         dataset: key of ``DATASETS`` (default ``config.dataset``).
-        quick: take unset (None) ``lrs, seeds, steps, n_eval`` from ``PRESETS["quick"]`` instead of ``"full"``.
+        quick: take unset (None) ``lrs, seeds, steps, n_eval`` from ``PRESETS["quick"]``, not ``"full"``.
         out_dir: folder of the per-run records (``<key>.json``, :mod:`lora_theory.cache`); runs already
             there are read back, not retrained. None: nothing is stored.
         config: :class:`LlmConfig` for everything else.
@@ -75,9 +77,55 @@ def llm_runs(lrs=None, inits=("A", "B"), seeds=None, steps=None, dataset=None, n
                   steps=check_int("steps", preset["steps"] if steps is None else steps),
                   n_eval=check_int("n_eval", preset["n_eval"] if n_eval is None else n_eval))
     for init in inits:  # init-specific constraints (an even rank for peft_orthogonal)
-        check_model_args(init, cfg.rank, cfg.targets)
+        check_model_args(init, cfg.rank, cfg.targets, model=cfg.model)
     # seed outermost: a partial sweep is balanced across inits
     return [LlmRun(cfg, init, float(lr), int(seed)) for seed in seeds for lr in lrs for init in inits]
+
+
+def preset_runs(name: str, config: LlmConfig | None = None) -> list[LlmRun]:
+    """The grid of ``PRESETS[name]`` (every arm × lr × init × seed, seed outermost), before any follow-up.
+
+    Args:
+        name: key of ``PRESETS``.
+        config: base :class:`LlmConfig` (e.g. ``threads``); the preset's ``config`` and arms override it.
+    """
+    p = lookup(PRESETS, name, "preset")
+    base = replace(config or LlmConfig(), **p.get("config", {}))
+    arms = [replace(base, **over) for over in p.get("arms", {"": {}}).values()]
+    per_arm = [llm_runs(p["lrs"], p.get("inits", ("A", "B")), p["seeds"], p["steps"], None, p["n_eval"],
+                        config=cfg) for cfg in arms]
+    seeds = as_list(p["seeds"], "seeds")
+    return [r for s in seeds for runs in per_arm for r in runs if r.seed == s]
+
+
+def followup_runs(name: str, runs: list[LlmRun], tables: list[pd.DataFrame]) -> list[LlmRun]:
+    """The follow-up of ``PRESETS[name]``: its ``followup["seeds"]`` at the ``followup["top"]`` grid η of
+    lowest seed-mean test loss (:func:`.verdict.best_lrs`) of each (arm, init), from the finished grid
+    ``runs`` and their run ``tables``. Empty when the preset has no follow-up."""
+    p = lookup(PRESETS, name, "preset")
+    if "followup" not in p:
+        return []
+    groups: dict = {}
+    for run, table in zip(runs, tables):
+        groups.setdefault((run.config, run.init), []).append(table)
+    best = {key: set(next(iter(best_lrs(pd.concat(t), p["followup"]["top"]).values())))
+            for key, t in groups.items()}
+    return [LlmRun(cfg, init, lr, s) for s in p["followup"]["seeds"] for (cfg, init), lrs in best.items()
+            for lr in sorted(lrs)]
+
+
+def preset_sweep(name: str, out_dir=None, config: LlmConfig | None = None,
+                 executor: Executor | None = None, progress: bool | None = None) -> pd.DataFrame:
+    """Train (or read back from ``out_dir``) the grid of ``PRESETS[name]``, then its follow-up; returns every
+    run's rows (``LLM_COLUMNS``). Resumable: finished runs are read back, never retrained."""
+    check_dir("out_dir", out_dir)
+    kw = dict(cache_dir=out_dir, executor=executor, progress=progress, codec="json", validate=_check_run)
+    runs = preset_runs(name, config)
+    tables = [r["run"] for r in cache.execute(runs, train_run, desc=f"{name} grid", **kw)]
+    more = followup_runs(name, runs, tables)
+    if more:
+        tables += [r["run"] for r in cache.execute(more, train_run, desc=f"{name} follow-up", **kw)]
+    return pd.concat(tables, ignore_index=True)
 
 
 def coord_check(init: str, lr: float, steps: int = 100, seed: int = 0, config: LlmConfig | None = None,
@@ -102,6 +150,16 @@ def combine_runs(run_dir) -> pd.DataFrame:
         raise ValueError(f"run_dir {str(run_dir)!r} holds no finished LLM run (*.json records)")
     df = pd.concat(frames, ignore_index=True)
     return df.sort_values(["dataset", "init", "lr", "seed", "step"], ignore_index=True)
+
+
+def combine_examples(run_dir) -> pd.DataFrame:
+    """Per-example test results of every run under ``run_dir`` that stored them: ``dataset, width, init, lr,
+    seed`` + ``EXAMPLE_COLUMNS`` (runs without an ``examples`` table, e.g. the committed 32, are left out)."""
+    frames = [r["examples"].assign(**r["run"].iloc[-1][["dataset", "width", "init", "lr", "seed"]].to_dict())
+              for r in cache.read_all(run_dir, codec="json") if len(r.get("examples", ()))]
+    if not frames:
+        raise ValueError(f"run_dir {str(run_dir)!r} holds no LLM run with per-example results")
+    return pd.concat(frames, ignore_index=True)
 
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -131,8 +189,8 @@ def plot_lr_sweep(df: pd.DataFrame, ax=None, metric: str = "test_accuracy"):
 
 def _check_run(run: LlmRun, result) -> str | None:
     """Why a stored record is not this run's result (None: it is)."""
-    if not (isinstance(result, dict) and set(result) == {"run", "modules"}):
-        return "expected the tables 'run' and 'modules'"
+    if not (isinstance(result, dict) and set(result) in ({"run", "modules"}, {"run", "modules", "examples"})):
+        return "expected the tables 'run', 'modules' (and 'examples')"
     if tuple(result["run"].columns) != LLM_COLUMNS or result["run"].empty:
         return "its run table does not have LLM_COLUMNS rows"
     last = result["run"].iloc[-1]

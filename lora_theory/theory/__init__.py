@@ -40,8 +40,8 @@ from .solve import (
     theory_exponent,
 )
 
-__all__ = ["COLUMNS", "REGIMES", "SCALINGS", "WINDOW", "InitExponents", "LearningRateLaw", "RankScaling", "Regime",
-           "c", "c_A", "c_B", "contract", "derivation", "efficient_region", "exponents", "gamma_A", "gamma_B",
-           "gamma_alpha", "gamma_product", "gamma_sum", "init_exponents", "lr_law", "max_stable_lr_exponent",
-           "max_stable_lr_exponent_symbolic", "rank_scaling", "reduce_on_box", "regime", "rho", "scaling_exponent",
-           "theory_exponent"]
+__all__ = ["COLUMNS", "REGIMES", "SCALINGS", "WINDOW", "InitExponents", "LearningRateLaw", "RankScaling",
+           "Regime", "c", "c_A", "c_B", "contract", "derivation", "efficient_region", "exponents",
+           "gamma_A", "gamma_B", "gamma_alpha", "gamma_product", "gamma_sum", "init_exponents", "lr_law",
+           "max_stable_lr_exponent", "max_stable_lr_exponent_symbolic", "rank_scaling", "reduce_on_box",
+           "regime", "rho", "scaling_exponent", "theory_exponent"]

@@ -64,7 +64,7 @@ def contract(gamma, over: Literal["n", "r"], coherent: bool = True, rank_exponen
     >>> contract(c, "r", rank_exponent=rho), contract(c, "r", coherent=False, rank_exponent=rho)
     (c + rho, c + rho/2)
     """
-    size = lookup({"n": sympy.Integer(1), "r": sympy.sympify(rank_exponent)}, over, "over")  # log_n of the index range
+    size = lookup({"n": sympy.Integer(1), "r": sympy.sympify(rank_exponent)}, over, "over")  # log_n(range)
     return gamma_product(gamma, size if coherent else size / 2)
 
 
@@ -101,8 +101,9 @@ def reduce_on_box(expr, box: dict):
         if isinstance(e, (sympy.Min, sympy.Max)):
             args = [reduce(a) for a in e.args]
             wins = below if isinstance(e, sympy.Min) else (lambda p, q: below(q, p))
-            keep = [a for i, a in enumerate(args)
-                    if not any(j != i and wins(b, a) and (not wins(a, b) or j < i) for j, b in enumerate(args))]
+            keep = [a for i, a in enumerate(args)  # drop a if some b always wins (first of equals stays)
+                    if not any(j != i and wins(b, a) and (not wins(a, b) or j < i)
+                               for j, b in enumerate(args))]
             return type(e)(*keep)
         return e.func(*map(reduce, e.args)) if e.args else e
 

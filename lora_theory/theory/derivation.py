@@ -70,7 +70,8 @@ _TEX = ["$t$"] + [rf"$\gamma[{v}]$" for v in ("Z_A", "B", "B-B_0", "Z_B", *(rf"\
 
 def _rank_rules(rank) -> list[str]:  # the header lines of a growing rank
     return [(f"Rank r = n^ρ with ρ = {rank.rho}; multiplier s = α·r^(−γ_α) with γ_α = {rank.gamma_alpha}, "
-             f"so γ[s] = {rank.s}. Sums over r add ρ when aligned, ρ/2 when independent (docs/theory.md §13)."),
+             f"so γ[s] = {rank.s}. Sums over r add ρ when aligned, ρ/2 when independent "
+             "(docs/theory.md §13)."),
             ("δ¹ = γ[s] + γ[ΔZ_A^t] + max(γ[B_0] + ρ/2, u_{t−1} + ρ), δ² = γ[s] + γ[ΔB_t] + x_{t−1} + ρ, "
              "δ³ = γ[s] + γ[ΔB_t] + γ[ΔZ_A^t] + ρ, z_t = max(z_{t−1}, δ¹, δ², δ³).")]
 

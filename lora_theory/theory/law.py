@@ -102,15 +102,17 @@ def lr_law(init, scaling="lora", optimizer="adam", steps=4, **sgd_kw) -> Learnin
         m, k = p.diff(c), p.subs(c, 0)  # constraint m·c + k ≤ 0
         if m == 0:
             if any(k.subs({ALPHA: 0, rho: v}) > 0 for v in (0, 1)):
-                raise ValueError(f"init {init!r} is unstable at initialisation (γ[Z_B^0] = {k} > 0 for some ρ)")
+                raise ValueError(f"init {init!r} is unstable at initialisation (γ[Z_B^0] = {k} > 0 for "
+                                 "some ρ)")
             continue
         b = sympy.expand(-k / m)
         bounds.append((b.subs({rho: 0, ALPHA: 0}), b.coeff(rho), b.coeff(ALPHA)))
     if not bounds:
         raise ValueError(f"init {init!r} never moves (A_0 = B_0 = 0): no maximal learning rate")
     # a piece never binds if another is ≤ it on 0 ≤ ρ ≤ 1; of equal pieces keep one per α power
-    keep = [p for i, p in enumerate(bounds) if not any(_below(q, p) and (not _below(p, q) or (q[2] == p[2] and j < i))
-                                                       for j, q in enumerate(bounds) if j != i)]
+    keep = [p for i, p in enumerate(bounds)
+            if not any(_below(q, p) and (not _below(p, q) or (q[2] == p[2] and j < i))
+                       for j, q in enumerate(bounds) if j != i)]
     return LearningRateLaw(init if isinstance(init, str) else repr(init), gamma, optimizer, tuple(keep))
 
 

@@ -58,7 +58,7 @@ class InitExponents:
 
 @dataclass(frozen=True, slots=True)
 class RankScaling:
-    """The rank and the multiplier as exponents: r = Θ(n^``rho``), s = α·r^{−``gamma_alpha``}, α = Θ(n^``alpha``).
+    """Rank and multiplier as exponents: r = Θ(n^``rho``), s = α·r^{−``gamma_alpha``}, α = Θ(n^``alpha``).
 
     The default (ρ = 0, fixed rank) is the paper's setting, where s = Θ(1) drops out. ``alpha`` is 0 in the
     theory (α a constant); a symbol there records how a bound depends on α (``solve.lr_law``).
@@ -111,7 +111,8 @@ def init_exponents(init, rank_exponent=0) -> InitExponents:
     else:
         raise ValueError(f"init must be one of {sorted(INITS)}, a pair (gamma_A0, gamma_B0) or "
                          f"InitExponents, got {init!r}")
-    return InitExponents(exact(a, "init gamma_A0", True), exact(b, "init gamma_B0", True), bool(pre), bool(zero))
+    return InitExponents(exact(a, "init gamma_A0", True), exact(b, "init gamma_B0", True), bool(pre),
+                         bool(zero))
 
 
 def lr_exponents(lr_exponent) -> tuple:
@@ -122,7 +123,8 @@ def lr_exponents(lr_exponent) -> tuple:
     return tuple(exact(v, "lr_exponent") for v in pair)
 
 
-def trajectory(init: InitExponents, ca, cb, updates: Callable, steps, rank: RankScaling = RankScaling()) -> list[dict]:
+def trajectory(init: InitExponents, ca, cb, updates: Callable, steps,
+               rank: RankScaling = RankScaling()) -> list[dict]:
     """Fold the one-step recursion over t = 1..steps; one dict per step (t = 0 included), keys ``COLUMNS``.
 
     ``rank`` (default: fixed rank) sets ρ and the multiplier exponent γ[s] (module docstring).
@@ -137,15 +139,16 @@ def trajectory(init: InitExponents, ca, cb, updates: Callable, steps, rank: Rank
              "dz_b": -oo, "a_shift": v, "z_b_total": gamma_sum(z, z0)}]
     for t in range(1, steps + 1):
         dza, db = updates(x, y, u, z, init, ca, cb, gs)
-        # s·B_{t−1}ΔZ_A^t: random B_0 (independent of the update's signs, CLT over r) + learned B − B_0 (aligned)
+        # s·B_{t−1}ΔZ_A^t: random B_0 (independent of the update's signs, CLT) + learned B − B_0 (aligned)
         d1 = gamma_product(gs, dza, gamma_sum(contract(init.b, "r", False, rho), contract(u, "r", True, rho)))
-        d2 = gamma_product(gs, contract(gamma_product(db, x), "r", True, rho))  # s·ΔB_t Z_A^{t−1}: Σ_i |Z_A,i|
+        d2 = gamma_product(gs, contract(gamma_product(db, x), "r", True, rho))  # s·ΔB_t Z_A^{t−1} ∝ Σ|Z_A,i|
         d3 = gamma_product(gs, contract(gamma_product(db, dza), "r", True, rho))  # s·ΔB_t ΔZ_A^t: aligned
         # ΔA is a sum of rank-one terms (row vector)·Zᵀ, so ΔA·Z is a coherent contraction: entries dza − 1
         v = gamma_sum(v, gamma_product(dza, -1))
         x, y, u, z = gamma_sum(x, dza), gamma_sum(y, db), gamma_sum(u, db), gamma_sum(z, d1, d2, d3)
-        rows.append({"step": t, "z_a": x, "b": y, "b_shift": u, "z_b": z, "delta1": d1, "delta2": d2, "delta3": d3,
-                     "dz_b": gamma_sum(d1, d2, d3), "a_shift": v, "z_b_total": gamma_sum(z, z0)})
+        rows.append({"step": t, "z_a": x, "b": y, "b_shift": u, "z_b": z, "delta1": d1, "delta2": d2,
+                     "delta3": d3, "dz_b": gamma_sum(d1, d2, d3), "a_shift": v,
+                     "z_b_total": gamma_sum(z, z0)})
     return rows
 
 
@@ -200,7 +203,8 @@ def update_rule(name, sgd_kw) -> tuple[Callable, str]:
     lookup(ALIGNMENTS, alignment, "alignment")
     return functools.partial(updates, g=g, alignment=alignment), (
         f"Rules (SGD, g = γ[W*Z − y] = {g}, {alignment} Bᵀ dZ̄): γ[ΔZ_A^t] = c_A + γ[B_{{t−1}}ᵀ dZ̄] + 1; "
-        + ("γ[ΔB_t] = c_B + max(g, z_{t−1}) + x_{t−1}." if alignment == "feedback" else "γ[ΔB_t] = c_B + g + x_{t−1}."))
+        + ("γ[ΔB_t] = c_B + max(g, z_{t−1}) + x_{t−1}." if alignment == "feedback"
+           else "γ[ΔB_t] = c_B + g + x_{t−1}."))
 
 
 def check_steps(steps, low=1):

@@ -84,8 +84,8 @@ def exponents(init, lr_exponent, optimizer="adam", steps=4, *, rank_exponent=0, 
     >>> exponents("A", c, steps=3, rank_exponent=rho, scaling="constant").loc[3, "z_b"]  # μA's Init[A]
     Max(c + rho, 2*c + rho + 1)
     """
-    return pd.DataFrame(_rows(init, lr_exponents(lr_exponent), optimizer, steps, rank_exponent, scaling, sgd_kw),
-                        columns=COLUMNS)
+    rows = _rows(init, lr_exponents(lr_exponent), optimizer, steps, rank_exponent, scaling, sgd_kw)
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def max_stable_lr_exponent(init, optimizer="adam", steps=4, lr_ratio_exponent=0, *, rank_exponent=0,
@@ -103,7 +103,7 @@ def max_stable_lr_exponent(init, optimizer="adam", steps=4, lr_ratio_exponent=0,
     (-1/2, -1, oo)
     >>> max_stable_lr_exponent("A", rank_exponent=rho, scaling="constant")  # μA: η = Θ(n^-1/2 r^-1/2)
     -rho/2 - 1/2
-    >>> max_stable_lr_exponent("B", rank_exponent=rho, scaling="lora")  # α/r and Init[B]: η = Θ(min(r/n, n^-1/2))
+    >>> max_stable_lr_exponent("B", rank_exponent=rho, scaling="lora")  # α/r: η = Θ(min(r/n, n^-1/2))
     Min(-1/2, rho - 1)
     """
     ratio = exact(lr_ratio_exponent, "lr_ratio_exponent")
@@ -130,7 +130,8 @@ def max_stable_lr_exponent_symbolic(optimizer="adam", steps=4, lr_ratio_exponent
     return Piecewise(*pieces)
 
 
-def regime(init, lr_exponent, optimizer="adam", steps=4, *, rank_exponent=0, scaling="lora", **sgd_kw) -> Regime:
+def regime(init, lr_exponent, optimizer="adam", steps=4, *, rank_exponent=0, scaling="lora",
+           **sgd_kw) -> Regime:
     """Classify a (numeric) run per docs/theory.md §4; FL and efficiency are checked on t = 3..T (T ≥ 3).
     Arguments as in :func:`exponents` (all numeric).
 
@@ -150,7 +151,8 @@ def regime(init, lr_exponent, optimizer="adam", steps=4, *, rank_exponent=0, sca
     efficient = fl and all(r["delta1"] == 0 and r["delta2"] == 0 for r in window)
     verdict = ("unstable" if any(r["z_b"] > 0 for r in rows) else REGIMES[1 + fl + efficient])
     b0 = rows[0]["b"]
-    return Regime(verdict, any(bool(r["z_a"] > 0) for r in rows), bool(b0 != -oo and rows[-1]["b_shift"] < b0))
+    return Regime(verdict, any(bool(r["z_a"] > 0) for r in rows),
+                  bool(b0 != -oo and rows[-1]["b_shift"] < b0))
 
 
 def efficient_region(init=None, optimizer="adam", steps=4, **sgd_kw):
@@ -165,8 +167,12 @@ def efficient_region(init=None, optimizer="adam", steps=4, **sgd_kw):
 
     >>> efficient_region("A")
     (c_B <= 0) & Eq(c_A + c_B, -1)
-    >>> efficient_region()  # LoRA+ line with the conditions of Li et al. (docs/theory.md §7), off the saddle
-    Eq(c_A + c_B, -1) & (c_A + gamma_B <= -1) & (c_B + gamma_A <= -1/2) & (gamma_A + gamma_B <= -1/2) & (Ne(gamma_A, -oo) | Ne(gamma_B, -oo))
+    >>> print(*efficient_region().args, sep="\\n")  # LoRA+ line, Li et al.'s conditions, off the saddle (§7)
+    Eq(c_A + c_B, -1)
+    c_A + gamma_B <= -1
+    c_B + gamma_A <= -1/2
+    gamma_A + gamma_B <= -1/2
+    Ne(gamma_A, -oo) | Ne(gamma_B, -oo)
     """
     check_steps(steps, low=WINDOW)
     symbolic = init is None
@@ -177,7 +183,8 @@ def efficient_region(init=None, optimizer="adam", steps=4, **sgd_kw):
     clauses = {frozenset(pick) for pick in itertools.product(*choices)}
     solved = [s for s in (_solve_clause(cl, stable) for cl in clauses) if s is not None]
     kept = [s for s in solved if not any(o is not s and _absorbs(o, s) for o in solved)]
-    region = Or(*[And(*[rel(Eq, e) for e in eqs], *[rel(sympy.Le, p) for p in left]) for eqs, _, left, _ in kept])
+    region = Or(*[And(*[rel(Eq, e) for e in eqs], *[rel(sympy.Le, p) for p in left])
+                  for eqs, _, left, _ in kept])
     if symbolic:  # A_0 = B_0 = 0 is the saddle where nothing moves: never efficient (docs/theory.md §7)
         region = And(region, Or(sympy.Ne(gamma_A, -oo), sympy.Ne(gamma_B, -oo)))
     return region
@@ -185,8 +192,8 @@ def efficient_region(init=None, optimizer="adam", steps=4, **sgd_kw):
 
 
 
-def theory_exponent(stat: str, init, lr_exponent, step: int, optimizer: str = "adam", steps: int | None = None,
-                    *, rank_exponent=0, scaling="lora", **sgd_kw):
+def theory_exponent(stat: str, init, lr_exponent, step: int, optimizer: str = "adam",
+                    steps: int | None = None, *, rank_exponent=0, scaling="lora", **sgd_kw):
     """The width exponent the calculus predicts for the recorded statistic ``stat`` at ``step`` (exact; None
     when ``stats.STATS[stat].theory`` is None, e.g. the loss).
 
@@ -253,4 +260,5 @@ def _solve_clause(eqs, stable):
 def _absorbs(big, small) -> bool:
     """True when ``small`` (clause with more equalities) lies inside ``big``: its equalities hold there."""
     zero = set(small[3]) & {-q for q in small[3]}  # q ≤ 0 and −q ≤ 0 ⇒ q = 0
-    return len(big[0]) < len(small[0]) and all((v := sympy.expand(e.subs(small[1]))) == 0 or v in zero for e in big[0])
+    return len(big[0]) < len(small[0]) and all((v := sympy.expand(e.subs(small[1]))) == 0 or v in zero
+                                               for e in big[0])
