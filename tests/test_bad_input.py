@@ -648,6 +648,8 @@ def _load_minilm():
 @contextlib.contextmanager
 def _wires(trip: bool, counter: list):
     """Wrap the entry points of computation: count calls; with ``trip`` raise :class:`Computed` instead."""
+    import lora_theory.bench  # noqa: F401  (binds run_unit when imported: import it before the wrapping)
+
     sim = sys.modules["lora_theory.simulate"]
     targets = [(sim, "run_unit")]
     try:

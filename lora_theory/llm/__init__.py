@@ -28,7 +28,7 @@ nothing outside it imports them.
 
 from .config import EXAMPLE_COLUMNS, LLM_COLUMNS, MODULE_COLUMNS, PRESETS, LlmConfig
 from .data import DATASETS, TextSplit, load_bbc, load_tweets, normalise_text, overlap
-from .explain import Explanation, explain
+from .explainer import Explanation, explain
 from .model import LoraClassifier, Recorder, apply_init, build_model, evaluate, lora_modules
 from .sweep import (
     combine_examples,

@@ -3,7 +3,7 @@
 Layers, bottom to top: :mod:`.algebra` (the γ-operator's rules as max-plus expressions),
 :mod:`.recursion` (one update step folded over steps, per optimiser), :mod:`.solve` (c*, regimes,
 the efficient region of the LoRA+ plane), :mod:`.law` (η_max as a power law in width, rank and α) and
-:mod:`.derivation` (the recursion written out as a table). The rank may grow with the width,
+:mod:`.writeup` (``derivation``: the recursion written out as a table). The rank may grow with the width,
 r = Θ(n^``rho``), under any multiplier convention s = α·r^{−γ_α} (``SCALINGS``).
 
 >>> from lora_theory.theory import max_stable_lr_exponent, regime
@@ -26,7 +26,7 @@ from .algebra import (
     rho,
     scaling_exponent,
 )
-from .derivation import derivation
+from .writeup import derivation
 from .law import LearningRateLaw, lr_law
 from .recursion import COLUMNS, WINDOW, InitExponents, RankScaling, init_exponents, rank_scaling
 from .solve import (
