@@ -1,4 +1,4 @@
-"""``simulate()``: the product widths × ranks × inits × optimisers × learning rates × seeds, as one tidy table.
+"""``simulate()``: widths × ranks × inits × optimisers × learning rates × seeds, as one tidy table.
 
 This module holds what a run *means*; :mod:`lora_theory.cache` only runs and stores tasks.
 
@@ -25,19 +25,19 @@ import math
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import cache
-from .checks import as_list, check_int, check_unique, is_int, is_real, lookup
+from .checks import check_int
 from .config import ModelConfig, TrainConfig
 from .engine import STATS, record_steps, train
-from .inits import INITS, absorb_initial_product, get_init, sample_init
+from .grid import LearningRate, check_derived_rates, merge_configs, validated_grid
+from .inits import absorb_initial_product, sample_init
 from .models import get_setting, init_generator
-from .optim import OPTIMIZERS, make_rule
+from .optim import make_rule
 
 __all__ = ["COLUMNS", "LearningRate", "Unit", "plan", "run_unit", "simulate", "validated_grid"]
 
@@ -45,17 +45,6 @@ CACHE_VERSION = 3  # bump when the engine's numbers change, so old cache entries
 COLUMNS = ("setting", "init", "optimizer", "width", "rank", "lr", "lr_b", "lr_const", "lr_exponent",
            "seed", "step") + STATS + ("diverged",)
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-class LearningRate(NamedTuple):
-    """η = ``const`` · n^``exponent`` (``exponent`` None: η = ``const`` at every width)."""
-
-    const: float
-    exponent: float | None
-
-    def at(self, n: int) -> float:
-        """η at width n."""
-        return self.const if self.exponent is None else self.const * n ** self.exponent
 
 
 @dataclass(frozen=True)
@@ -90,7 +79,8 @@ class Unit:
 def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0), inits=("A", "B"),
              seeds=(0, 1), optimizers="adam", ranks=4, setting: str | None = None,
              steps: int | None = None, model: ModelConfig | None = None, train_cfg: TrainConfig | None = None,
-             progress: bool | None = None, max_batch_bytes: int = 2 ** 31, cache_dir: str | Path | None = None,
+             progress: bool | None = None, max_batch_bytes: int = 2 ** 31,
+             cache_dir: str | Path | None = None,
              executor: Executor | None = None, threads: int | None = None) -> pd.DataFrame:
     """Train every configuration of the grid and return one row per configuration and recorded step.
 
@@ -129,7 +119,7 @@ def simulate(*, widths=(128, 256, 512, 1024), lrs=1.0, lr_exponent=(-0.5, -1.0),
         >>> sorted(df["init"].unique()), len(df)
         (['A', 'B'], 32)
     """
-    model, train_cfg = _configs(setting, steps, model, train_cfg)
+    model, train_cfg = merge_configs(setting, steps, model, train_cfg)
     grid = validated_grid(widths, lrs, lr_exponent, inits, seeds, optimizers, ranks)
     if threads is not None:
         check_int("threads", threads, low=1)
@@ -153,11 +143,12 @@ def plan(grid: dict[str, list], model: ModelConfig, cfg: TrainConfig, budget: in
     Every derived learning rate (η_A, η_B at every width) is checked here, before anything runs.
     """
     lrs = [LearningRate(C, c) for C, c in itertools.product(grid["lrs"], grid["lr_exponent"])]
-    _check_derived(lrs, [n for n in grid["widths"] if n != math.inf], cfg)
+    check_derived_rates(lrs, [n for n in grid["widths"] if n != math.inf], cfg)
     units, seeds = [], grid["seeds"]
     N = model.n_train + (model.n_test if model.setting == "toy" else 0)
     per_byte = 8 if cfg.dtype == "float64" else 4
-    for n, r, init, opt in itertools.product(grid["widths"], grid["ranks"], grid["inits"], grid["optimizers"]):
+    axes = (grid["widths"], grid["ranks"], grid["inits"], grid["optimizers"])
+    for n, r, init, opt in itertools.product(*axes):
         if n == math.inf:  # the n → ∞ limit: one unit, its cases checked before anything runs
             from .limit.run import check_limit_unit
             units.append(check_limit_unit(Unit(model, cfg, n, r, init, opt, (*seeds,), (*lrs,), threads)))
@@ -205,82 +196,7 @@ def frozen_parts(model: ModelConfig, n: int, seeds: tuple[int, ...], dtype: str,
                       (fz.Z, fz.base, fz.target, fz.w_out, fz.Z_test, fz.base_test, fz.target_test)))
 
 
-def validated_grid(widths, lrs, lr_exponent, inits, seeds, optimizers, ranks) -> dict[str, list]:
-    """The sweep grid as lists of plain Python values; ValueError naming the first bad argument."""
-    grid = {"widths": as_list(widths, "widths"), "lrs": as_list(lrs, "lrs"),
-            "lr_exponent": as_list(lr_exponent, "lr_exponent"), "inits": as_list(inits, "inits"),
-            "seeds": as_list(seeds, "seeds"), "optimizers": as_list(optimizers, "optimizers"),
-            "ranks": as_list(ranks, "ranks")}
-    for name, low in (("widths", 1), ("ranks", 1), ("seeds", 0)):
-        for v in grid[name]:  # width math.inf: the n → ∞ limit (lora_theory.limit)
-            if not (is_int(v) and v >= low or name == "widths" and is_real(v) and v == math.inf):
-                raise ValueError(f"{name} must be integers >= {low}{' or math.inf' * (name == 'widths')}, "
-                                 f"got {v!r}")
-        grid[name] = [v if v == math.inf else int(v) for v in grid[name]]
-    if max(grid["ranks"]) > min(grid["widths"]):
-        raise ValueError(f"ranks must be <= every width, got rank {max(grid['ranks'])} > width "
-                         f"{min(grid['widths'])}")
-    for v in grid["lrs"]:
-        if not is_real(v) or not np.isfinite(v) or v <= 0:
-            raise ValueError(f"lrs must be finite positive numbers, got {v!r}")
-    for v in grid["lr_exponent"]:
-        if v is not None and (not is_real(v) or not np.isfinite(v)):
-            raise ValueError(f"lr_exponent must be finite numbers or None, got {v!r}")
-    grid["lrs"] = [float(v) for v in grid["lrs"]]
-    grid["lr_exponent"] = [None if v is None else float(v) for v in grid["lr_exponent"]]
-    for v in grid["inits"]:
-        lookup(INITS, v, "inits")
-    for v in grid["optimizers"]:
-        lookup(OPTIMIZERS, v, "optimizers")
-    for name, values in grid.items():
-        check_unique(name, values)
-    if any(r % 2 for r in grid["ranks"]) and any(get_init(i).coupling == "orthogonal" for i in grid["inits"]):
-        raise ValueError(f"ranks must be even with init 'peft_orthogonal', got ranks={grid['ranks']}")
-    return grid
-
-
 # ----------------------------------------------------------------------------------------- private
-
-def _configs(setting, steps, model, train_cfg) -> tuple[ModelConfig, TrainConfig]:
-    """Merge the shortcuts with the configs. ``steps`` sets ``train_cfg.steps``; ``setting`` next to a
-    ``model`` of another setting is an error (switching setting would silently reset n_train)."""
-    if model is not None and not isinstance(model, ModelConfig):
-        raise ValueError(f"model must be a ModelConfig or None, got {type(model).__name__}")
-    if train_cfg is not None and not isinstance(train_cfg, TrainConfig):
-        raise ValueError(f"train_cfg must be a TrainConfig or None, got {type(train_cfg).__name__}")
-    if setting is not None and model is not None and model.setting != setting:
-        raise ValueError(f"setting={setting!r} conflicts with model.setting={model.setting!r}; "
-                         f"pass ModelConfig(setting={setting!r}, ...) alone")
-    model = model or ModelConfig(**({} if setting is None else {"setting": setting}))
-    train_cfg = train_cfg or TrainConfig()
-    if steps is not None:
-        train_cfg = replace(train_cfg, steps=steps)
-    return model, train_cfg
-
-
-def _check_derived(lrs: list[LearningRate], widths: list[int], cfg: TrainConfig) -> None:
-    """η_A, η_B and Adam's ε must be finite and > 0 at every width (C·n^c can over- or underflow); in numpy
-    float64, where an overflow gives inf (Python's ``n ** c`` raises OverflowError)."""
-    bad = "{} at width {}; it must be finite and > 0"
-    with np.errstate(all="ignore"):
-        for n in widths:
-            w = np.float64(n)
-            ratio = np.float64(cfg.lr_ratio) * w ** np.float64(cfg.lr_ratio_exponent)  # η_B / η_A
-            for lr in lrs:
-                eta = np.float64(lr.const) * (1.0 if lr.exponent is None else w ** np.float64(lr.exponent))
-                if not (np.isfinite(eta) and eta > 0):
-                    raise ValueError(bad.format(f"lrs/lr_exponent give η_A = C·n^c = {float(eta)!r} "
-                                                f"(C={lr.const}, c={lr.exponent})", n))
-                if not (np.isfinite(eta * ratio) and eta * ratio > 0):
-                    raise ValueError(bad.format(f"η_B = η_A·lr_ratio·n^lr_ratio_exponent = "
-                                                f"{float(eta * ratio)!r} (η_A={float(eta)!r}, TrainConfig "
-                                                f"lr_ratio={cfg.lr_ratio}, "
-                                                f"lr_ratio_exponent={cfg.lr_ratio_exponent})", n))
-            eps = np.float64(cfg.eps) * w ** np.float64(cfg.eps_exponent)
-            if not (np.isfinite(eps) and eps > 0):
-                raise ValueError(bad.format(f"TrainConfig eps·n^eps_exponent = {float(eps)!r} "
-                                            f"(eps={cfg.eps}, eps_exponent={cfg.eps_exponent})", n))
-
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
@@ -311,7 +227,8 @@ def _to_frame(unit: Unit, trace, eta: np.ndarray) -> pd.DataFrame:
     il, i_s, it = (a.ravel() for a in np.meshgrid(np.arange(L), np.arange(S), np.arange(T), indexing="ij"))
     consts = np.array([lr.const for lr in unit.lrs], dtype=float)
     exps = np.array([np.nan if lr.exponent is None else lr.exponent for lr in unit.lrs], dtype=float)
-    cols = {"setting": unit.model.setting, "init": unit.init, "optimizer": unit.optimizer, "width": unit.width,
+    cols = {"setting": unit.model.setting, "init": unit.init, "optimizer": unit.optimizer,
+            "width": unit.width,
             "rank": unit.rank, "lr": eta[il], "lr_b": eta[il] * unit.train.lr_b_factor(unit.width),
             "lr_const": consts[il], "lr_exponent": exps[il], "seed": np.asarray(unit.seeds)[i_s],
             "step": trace.steps[it]}

@@ -15,7 +15,7 @@ LAYERS = [
     {"checks"},
     {"config", "inits"},
     {"models", "optim", "stats"},
-    {"engine", "reference"},
+    {"engine", "reference", "grid"},
     {"cache"},
     {"theory.algebra"}, {"theory.recursion"}, {"theory.solve"}, {"theory.law"}, {"theory.writeup"},
     {"theory"},
