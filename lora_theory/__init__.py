@@ -7,8 +7,7 @@ from .config import ModelConfig, TrainConfig
 from .inits import INITS, InitSpec, sample_init
 from .models import SETTINGS
 from .optim import OPTIMIZERS
-from .simulate import COLUMNS, simulate
-from .simulate import Unit, run_unit
+from .simulate import COLUMNS, Unit, run_unit, simulate
 from .transfer import transfer_lr
 
 __all__ = ["COLUMNS", "INITS", "InitSpec", "ModelConfig", "OPTIMIZERS", "SETTINGS", "TrainConfig",

@@ -20,8 +20,20 @@ from matplotlib.figure import Figure
 
 from . import plotting
 from .analysis import max_stable_lr, optimal_lr, regime_table, window_rms
-from .experiments import (COORD_STATS, DEFAULT_CACHE, GRIDS, LLM_RUNS, TAU, coord_sweeps, fit_dict,
-                          layer_lr_sweep, loss_optimal, regime_sweep, toy_summary, toy_sweep)
+from .experiments import (
+    COORD_STATS,
+    DEFAULT_CACHE,
+    GRIDS,
+    LLM_RUNS,
+    TAU,
+    coord_sweeps,
+    fit_dict,
+    layer_lr_sweep,
+    loss_optimal,
+    regime_sweep,
+    toy_summary,
+    toy_sweep,
+)
 from .fit import fit_exponent
 from .inits import colours
 from .limit import fig_limit_convergence
@@ -29,12 +41,13 @@ from .llm.width import fig_llm_width
 from .theory import theory_exponent
 from .transfer import fig_rank_scaling
 
-__all__ = ["FIGURES", "fig_coord_check", "fig_feature_norms", "fig_feature_norms_appendix", "fig_llm_lr_sweep",
-           "fig_loss_heatmap", "fig_lr_scaling", "fig_regimes", "main"]
+__all__ = ["FIGURES", "fig_coord_check", "fig_feature_norms", "fig_feature_norms_appendix",
+           "fig_llm_lr_sweep", "fig_loss_heatmap", "fig_lr_scaling", "fig_regimes", "main"]
 
 
 def fig_lr_scaling(quick: bool = False, cache_dir=None) -> tuple[Figure, dict]:
-    """Paper Fig. 2: loss-optimal η in the toy, and the feature-level maximal stable η in the layer setting."""
+    """Paper Fig. 2: loss-optimal η in the toy, and the feature-level maximal stable η in the layer
+    setting."""
     toy, layer = toy_sweep(quick, cache_dir), layer_lr_sweep(quick, cache_dir)
     opt, fits_opt = loss_optimal(toy)
     stab = max_stable_lr(layer, TAU)
@@ -48,7 +61,8 @@ def fig_lr_scaling(quick: bool = False, cache_dir=None) -> tuple[Figure, dict]:
         fig.tight_layout()
     tau_sens = {str(tau): {i: fit_dict(fit_exponent(s[s.init == i], "lr_max")) for i in ("A", "B")}
                 for tau in (2.0, 5.0, 10.0, 100.0) for s in [max_stable_lr(layer, tau)]}
-    return fig, {**toy_summary(toy, fits_opt), "max_stable_slope": {i: fit_dict(f) for i, f in fits_stab.items()},
+    return fig, {**toy_summary(toy, fits_opt),
+                 "max_stable_slope": {i: fit_dict(f) for i, f in fits_stab.items()},
                  "max_stable_slope_by_tau": tau_sens}
 
 
@@ -79,9 +93,11 @@ def fig_coord_check(quick: bool = False, cache_dir=None) -> tuple[Figure, dict]:
             fits = {s: fit_exponent(window, s, correction=True) for s in COORD_STATS + ("b_shift_rms",)}
             slopes = {s: f.slope for s, f in fits.items()}
             pred = {s: float(theory_exponent(s, init, c, steps)) for s in slopes}
-            summary[init] = {"c": str(c), **{s: {"measured": round(f.slope, 3), "ci95": [round(f.lo, 3), round(f.hi, 3)],
+            summary[init] = {"c": str(c), **{s: {"measured": round(f.slope, 3),
+                                                 "ci95": [round(f.lo, 3), round(f.hi, 3)],
                                                  "corrected": round(f.corrected, 3),
-                                                 "corrected_ci95": [round(f.corrected_lo, 3), round(f.corrected_hi, 3)],
+                                                 "corrected_ci95": [round(f.corrected_lo, 3),
+                                                                    round(f.corrected_hi, 3)],
                                                  "theory": pred[s]} for s, f in fits.items()}}
             for col, stat in enumerate(COORD_STATS):
                 plotting.plot_coord_check(df[df.step >= 1], axes[row, col], stat, pred[stat],
@@ -105,7 +121,8 @@ def fig_regimes(quick: bool = False, cache_dir=None) -> tuple[Figure, dict]:
         fig.tight_layout()
     bad = table[~table.agree]
     return fig, {"agreement": f"{int(table.agree.sum())}/{len(table)}",
-                 "disagreements": bad[["init", "c", "regime", "internally_unstable", "measured"]].to_dict("records")}
+                 "disagreements": bad[["init", "c", "regime", "internally_unstable",
+                                       "measured"]].to_dict("records")}
 
 
 def fig_loss_heatmap(quick: bool = False, cache_dir=None) -> tuple[Figure, dict]:
@@ -142,8 +159,8 @@ def fig_llm_lr_sweep(quick: bool = False, cache_dir=None, runs_dir=None) -> tupl
     else:
         out = Path(LLM_RUNS if runs_dir is None else runs_dir)
         if not out.is_dir():
-            raise ValueError(f"runs_dir {str(out)!r} is not a directory: run from the repository root (it holds "
-                             "results/llm/runs) or pass runs_dir / --llm-runs")
+            raise ValueError(f"runs_dir {str(out)!r} is not a directory: run from the repository root "
+                             "(it holds results/llm/runs) or pass runs_dir / --llm-runs")
     df = llm.llm_sweep(quick=quick, out_dir=out)
     table = llm.lr_table(df)
     best = table.loc[table.groupby("init")["mean"].idxmax()].set_index("init")
@@ -227,8 +244,8 @@ def _norms_figure(toy: pd.DataFrame, widths: list[int]) -> tuple[Figure, dict]:
         axes[0, 0].legend()
         fig.tight_layout()
     for init in ("A", "B"):
-        za = {int(n): float(toy[(toy.init == init) & (toy.width == n) & (toy.lr == opt.loc[(init, n), "lr_opt"])]
-                            .z_a_rms.max()) for n in widths}
+        za = {int(n): float(toy[(toy.init == init) & (toy.width == n)
+                                & (toy.lr == opt.loc[(init, n), "lr_opt"])].z_a_rms.max()) for n in widths}
         summary[f"max_z_a_rms_{init}"] = za
     return fig, summary
 

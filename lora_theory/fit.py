@@ -108,7 +108,8 @@ def fit_exponent(df: pd.DataFrame, stat: str, x: str = "width", level: float = 0
     out = Exponent(slope, lo, hi, level, len(d), method)
     if correction:
         if len(np.unique(lx)) < 4:
-            raise ValueError(f"correction=True needs at least 4 distinct {x} values, got {len(np.unique(lx))}")
+            raise ValueError(f"correction=True needs at least 4 distinct {x} values, "
+                             f"got {len(np.unique(lx))}")
         corr = lambda a, b: _ols(a, b, correction=True)[0]  # noqa: E731
         c_lo, c_hi = METHODS[method](lx, ly, seeds, level, corr, n_boot, seed)
         out = Exponent(slope, lo, hi, level, len(d), method, float(corr(lx, ly)), c_lo, c_hi)
@@ -133,7 +134,8 @@ def fit_exponents(df: pd.DataFrame, stats: list[str], by: list[str], **kw) -> pd
                 e = fit_exponent(g, stat, **kw)
                 fit = {"slope": e.slope, "lo": e.lo, "hi": e.hi}
                 if kw.get("correction"):
-                    fit.update(corrected=e.corrected, corrected_lo=e.corrected_lo, corrected_hi=e.corrected_hi)
+                    fit.update(corrected=e.corrected, corrected_lo=e.corrected_lo,
+                               corrected_hi=e.corrected_hi)
             except _TooFewWidths:
                 fit = {"slope": np.nan, "lo": np.nan, "hi": np.nan}
             rows.append(dict(zip(by, key), stat=stat, **fit))
@@ -151,15 +153,16 @@ def _usable(df: pd.DataFrame, stat: str, x: str) -> pd.DataFrame:
     ok = np.isfinite(df[stat].to_numpy(float)) & (df[stat].to_numpy(float) > 0)
     d = df[ok]
     if d[x].nunique() < 2:
-        raise _TooFewWidths(f"fit_exponent needs at least two distinct {x} values with finite positive {stat}, "
-                            f"got {sorted(d[x].unique().tolist())}")
+        raise _TooFewWidths(f"fit_exponent needs at least two distinct {x} values with finite positive "
+                            f"{stat}, got {sorted(d[x].unique().tolist())}")
     if not ok.all():
         total, kept = df.groupby(x).size(), d.groupby(x).size().reindex(df[x].unique(), fill_value=0)
         lost = sorted(int(w) for w in total.index if kept[w] == 0)
         partial = sorted(int(w) for w in total.index if 0 < kept[w] < total[w])
         parts = ([f"no finite positive value at {x} {lost} (those widths are dropped)"] if lost else []) + \
             ([f"fewer seeds at {x} {partial}"] if partial else [])
-        warnings.warn(f"fit of {stat}: {'; '.join(parts)}: non-finite (diverged) or zero values were left out",
+        warnings.warn(f"fit of {stat}: {'; '.join(parts)}: "
+                      "non-finite (diverged) or zero values were left out",
                       FitWarning, stacklevel=3)
     return d
 

@@ -4,16 +4,16 @@ Each scheme gives, for A ∈ R^{r×n} and B ∈ R^{n×r}, the law of the entries
 ``coef · n**n_exp · r**r_exp`` (or an exact zero), docs/theory.md §2. The entry exponent
 γ[A_0] = n_exp/2 (−∞ for a zero) is what the symbolic module reads.
 
-| name              | A_0                              | B_0                          | remark                         |
-|-------------------|----------------------------------|------------------------------|--------------------------------|
-| ``A``             | N(0, 1/n)                        | 0                            | Init[A] (paper)                |
-| ``B``             | 0                                | N(0, 1/r)                    | Init[B] (paper)                |
-| ``AB``            | N(0, 1/n)                        | N(0, 1/n)                    | Init[AB], W* ← W* − s·B0A0     |
-| ``AB_raw``        | N(0, 1/n)                        | N(0, 1/n)                    | Init[AB], no subtraction       |
-| ``peft_true``     | U, var 1/(3n) (Kaiming, a=√5)    | 0                            | PEFT ``init_lora_weights=True``|
-| ``peft_gaussian`` | N(0, 1/r²)                       | 0                            | PEFT ``"gaussian"``            |
-| ``peft_false``    | U, var 1/(3n)                    | U, var 1/(3r)                | PEFT ``False`` (nn.Linear)     |
-| ``peft_orthogonal``| orthogonal halves, var ≈ 1/200  | orthogonal halves, var ≈1/200| PEFT ``"orthogonal"``, BA = 0  |
+| name                | A_0                            | B_0           | remark                          |
+|---------------------|--------------------------------|---------------|---------------------------------|
+| ``A``               | N(0, 1/n)                      | 0             | Init[A] (paper)                 |
+| ``B``               | 0                              | N(0, 1/r)     | Init[B] (paper)                 |
+| ``AB``              | N(0, 1/n)                      | N(0, 1/n)     | Init[AB], W* ← W* − s·B0A0      |
+| ``AB_raw``          | N(0, 1/n)                      | N(0, 1/n)     | Init[AB], no subtraction        |
+| ``peft_true``       | U, var 1/(3n) (Kaiming, a=√5)  | 0             | PEFT ``init_lora_weights=True`` |
+| ``peft_gaussian``   | N(0, 1/r²)                     | 0             | PEFT ``"gaussian"``             |
+| ``peft_false``      | U, var 1/(3n)                  | U, var 1/(3r) | PEFT ``False`` (nn.Linear)      |
+| ``peft_orthogonal`` | orthogonal halves, var ≈ 1/200 | same          | PEFT ``"orthogonal"``, BA = 0   |
 
 PEFT's ``"orthogonal"``: draw Q from the QR of an r×r Gaussian; A = (G_A Q_odd)ᵀ/10 and
 B = G_Bᵀ Q_even/10 with G Gaussian, so the rows of Q used by A and B are orthogonal and BA = 0
@@ -150,7 +150,8 @@ def sample_init(name: str, n: int, r: int, generator: torch.Generator, dtype: to
 
 def absorb_initial_product(name: str, base: torch.Tensor, A0: torch.Tensor, B0: torch.Tensor, s: float,
                            Z: torch.Tensor | None = None) -> torch.Tensor:
-    """The pretrained part after the init ``name``: ``base − s·B0A0`` when the scheme subtracts, else ``base``.
+    """The pretrained part after the init ``name``: ``base − s·B0A0`` when the scheme subtracts,
+    else ``base``.
 
     This is the one place that says what "W* ← W* − s·B0A0" means. With ``Z`` = None, ``base`` is a weight
     W* (n_out, n_in) and A0 (r, n_in), B0 (n_out, r) (the PEFT path); with inputs ``Z`` (..., N, n_in),

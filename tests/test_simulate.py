@@ -85,7 +85,8 @@ def test_config_validation(cls, kwargs, match):
 def test_cli_simulate_writes_csv(tmp_path, capsys):
     out = tmp_path / "runs.csv"
     assert main(["simulate", "--widths", "32", "64", "--seeds", "0", "--steps", "2", "--setting", "toy",
-                 "--n-train", "8", "--n-test", "4", "--readout", "mup", "--out", str(out), "--no-progress"]) == 0
+                 "--n-train", "8", "--n-test", "4", "--readout", "mup", "--out", str(out),
+                 "--no-progress"]) == 0
     df = pd.read_csv(out)
     assert list(df.columns) == list(COLUMNS) and set(df.width) == {32, 64} and (df.setting == "toy").all()
     assert "wrote" in capsys.readouterr().out
@@ -105,7 +106,8 @@ def test_cli_bench_quick_json(capsys):
     out = json.loads(capsys.readouterr().out)
     assert all(case["same_numbers"] for case in out["cases"])  # the engine and the loop agree to round-off
     for case in out["cases"]:  # the reported figures are consistent with each other (not timed: no bound)
-        assert case["speedup"] == pytest.approx(case["engine_config_steps_per_s"] / case["loop_config_steps_per_s"])
+        assert case["speedup"] == pytest.approx(case["engine_config_steps_per_s"]
+                                                / case["loop_config_steps_per_s"])
         assert case["configs"] == 8 * 4 and case["max_rel_diff_final_loss"] < 1e-8
     headline = next(c for c in out["cases"] if c["case"] == "toy_n256")
     assert out["speedup"] == headline["speedup"]

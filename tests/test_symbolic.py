@@ -13,9 +13,23 @@ from hypothesis import strategies as st
 from sympy import Max, Rational, oo
 
 from lora_theory.checks import RegistryKeyError
-from lora_theory.theory import (derivation, 
-    COLUMNS, InitExponents, Regime, c, c_A, c_B, contract, efficient_region, exponents,
-    gamma_A, gamma_B, gamma_product, gamma_sum, max_stable_lr_exponent, max_stable_lr_exponent_symbolic,
+from lora_theory.theory import (
+    COLUMNS,
+    InitExponents,
+    Regime,
+    c,
+    c_A,
+    c_B,
+    contract,
+    derivation,
+    efficient_region,
+    exponents,
+    gamma_A,
+    gamma_B,
+    gamma_product,
+    gamma_sum,
+    max_stable_lr_exponent,
+    max_stable_lr_exponent_symbolic,
     regime,
 )
 
@@ -59,7 +73,8 @@ quarters = st.integers(-12, 8).map(lambda k: Fraction(k, 4))
 init_exp = st.one_of(st.just(NEG), quarters)
 sgd_g = st.sampled_from([Fraction(-1), Fraction(-1, 2), Fraction(0)])
 optimisers = st.one_of(st.sampled_from([("adam",), ("signsgd",)]),
-                       st.tuples(st.just("sgd"), sgd_g, st.sampled_from(["aligned", "independent", "mixed", "feedback"])))
+                       st.tuples(st.just("sgd"), sgd_g,
+                                 st.sampled_from(["aligned", "independent", "mixed", "feedback"])))
 
 
 def sym(v):
@@ -200,7 +215,8 @@ def test_efficient_region_matches_regime(a, b, ca, cb, on_line, opt):
     oracle = all(r[2] <= 0 for r in rows) and all(r[3] == 0 and r[4] == 0 for r in rows[3:])
     assert (verdict.regime == "efficient_feature_learning") == oracle
     assert bool(_region(a, b, opt).subs(point)) == oracle
-    if opt == ("adam",) and not a == b == NEG:  # Li et al. (docs/theory.md §7), with γ_Li[A_0] := γ[A_0 Z] − 1
+    # Li et al. (docs/theory.md §7), with γ_Li[A_0] := γ[A_0 Z] − 1
+    if opt == ("adam",) and not a == b == NEG:
         li = ca + cb == -1 and a + Fraction(1, 2) - 1 <= ca and b <= cb
         assert li == (verdict.regime == "efficient_feature_learning")
         assert bool(efficient_region().subs({**point, gamma_A: sym(a), gamma_B: sym(b)})) == li

@@ -26,7 +26,6 @@ from .algebra import (
     rho,
     scaling_exponent,
 )
-from .writeup import derivation
 from .law import LearningRateLaw, lr_law
 from .recursion import COLUMNS, WINDOW, InitExponents, RankScaling, init_exponents, rank_scaling
 from .solve import (
@@ -39,6 +38,7 @@ from .solve import (
     regime,
     theory_exponent,
 )
+from .writeup import derivation
 
 __all__ = ["COLUMNS", "REGIMES", "SCALINGS", "WINDOW", "InitExponents", "LearningRateLaw", "RankScaling",
            "Regime", "c", "c_A", "c_B", "contract", "derivation", "efficient_region", "exponents",
