@@ -10,6 +10,7 @@
 quick = False
 
 # %%
+# %matplotlib inline
 import pandas as pd
 from IPython.display import Markdown, display
 
