@@ -172,6 +172,7 @@ def test_width_ratios_recover_a_doubling_ratio():
     assert r.loc[1536, "opt_ratio_of_ratios"] == pytest.approx(2.0, rel=1e-3)
     assert r.loc[1536, "opt_ratio_of_ratios_lo"] <= 2.0 <= r.loc[1536, "opt_ratio_of_ratios_hi"]
     assert r.loc[1536, "stable_ratio_of_ratios"] == pytest.approx(2.0)  # B collapses 2× earlier at 1536
+    assert not r["bracketed"].any()  # A never collapses on the grid: its largest stable η is only a bound
 
 
 # --------------------------------------------------------------------------------- the committed runs

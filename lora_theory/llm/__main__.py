@@ -1,10 +1,11 @@
-"""``python -m lora_theory.llm [--preset NAME] [--out DIR] [--workers K] [--no-train]``.
+"""``python -m lora_theory.llm [--preset NAME] [--out DIR] [--workers K] [--no-train] [--probe]``.
 
 Sweeps the preset ``PRESETS[NAME]`` (its grid, then its follow-up; resuming from ``<out>/runs``, default
 ``<out>`` the preset's own folder), then rebuilds ``<out>/llm_sweep.csv``, ``<out>/lr_table.csv`` and
 ``<out>/lr_sweep.png`` from the runs stored there, and for the presets after ``full`` also
 ``<out>/verdict.json`` (:mod:`.verdict`: optima, largest stable η, paired differences with power, and width
-ratios for ``width``). Every option is checked before anything is loaded.
+ratios for ``width``). ``--probe`` runs the untrained width probe instead (:mod:`.width`, default
+``results/llm/width``). Every option is checked before anything is loaded.
 
 With ``--workers K > 1`` the runs train in a spawned process pool whose workers exit when this process
 dies (after storing the run they are training): a killed sweep leaves no idle orphan (docs/reliability.md).
@@ -102,7 +103,8 @@ def verdict(df: pd.DataFrame, run_dir, preset: str) -> dict:
     for other in sorted(inits - {"peft_true"}) if "peft_true" in inits else []:
         for m in ("test_accuracy", "test_loss"):
             tables[f"peft_true-{other}_{m}"] = paired_difference(df, "peft_true", other, m, examples)
-    if preset == "width" and {"peft_true", "B"} <= inits:
+    both = df.groupby("width")["init"].apply(lambda i: {"peft_true", "B"} <= set(i))
+    if preset == "width" and len(both) > 1 and both.all():  # a partial sweep: no ratio yet
         tables["width_ratios"] = width_ratios(df, "peft_true", "B", chance)
     return {k: v.to_dict("records") if isinstance(v, pd.DataFrame) else v for k, v in tables.items()}
 

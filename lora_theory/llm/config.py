@@ -41,8 +41,8 @@ PRESETS = {  # grids of llm_sweep; "full" is the committed results/llm sweep
               "config": _NEW, "arms": {"attention.output.dense": {"targets": ("attention.output.dense",)},
                                        "output.dense": {"targets": FFN_DOWN}},
               "out": "results/llm/width_trained"},
-    # a second width: all-mpnet-base-v2 (n = 768, 12 layers), LoRA on q and v; a reduced grid (cost)
-    "mpnet": {"lrs": GRID_2X[1:9], "seeds": (0, 1), "inits": ("peft_true", "B"), "steps": 300,
+    # a second width: all-mpnet-base-v2 (n = 768, 12 layers), LoRA on q and v; a reduced grid (≈ 17× the cost)
+    "mpnet": {"lrs": GRID_2X[2:8], "seeds": (0, 1), "inits": ("peft_true", "B"), "steps": 300,
               "n_eval": 2000, "config": {**_NEW, "model": "mpnet", "targets": ("q", "v")},
               "out": "results/llm/mpnet"},
 }

@@ -41,7 +41,7 @@ def parabola_optimum(lrs, values, maximise: bool = False) -> tuple[float, float,
     when the best point has two finite neighbours and the three points are strictly convex (concave when
     ``maximise``); else the grid point, with ``edge=True`` (the optimum is not bracketed by the grid).
 
-    >>> lr, v, edge = parabola_optimum([1e-3, 2e-3, 4e-3], [3.0, 2.0, 3.0]); round(lr, 6), v, edge
+    >>> lr, v, edge = parabola_optimum([1e-3, 2e-3, 4e-3], [3.0, 2.0, 3.0]); round(lr, 6), round(v, 9), edge
     (0.002, 2.0, False)
     """
     lrs, y = np.asarray(lrs, float), np.asarray(values, float)
@@ -184,7 +184,9 @@ def width_ratios(df: pd.DataFrame, a: str, b: str, chance: float, margin: float 
     """η*_a/η*_b (parabola optima of seed-mean test loss) and the ratio of largest stable η at each width, and
     the same ratios divided by those at the smallest width ("ratio of ratios"; theory for Adam: η*_A ∝
     n^-1/2, η*_B ∝ n^-1, so the ratio grows as n^1/2: ×2 from 384 to 1536). Intervals: 95% percentile
-    bootstrap, seeds resampled within each (width, init) cell. One dataset; rows per width."""
+    bootstrap, seeds resampled within each (width, init) cell. ``bracketed``: both inits collapse inside
+    the grid at that width (else their largest stable η is the grid's top and the stable ratio a bound).
+    One dataset; rows per width."""
     final = _final(df, "test_accuracy")
     rng = np.random.default_rng(seed)
     cells = {(w, i): _cell(final[(final["width"] == w) & (final["init"] == i)], chance, margin)
@@ -207,8 +209,9 @@ def width_ratios(df: pd.DataFrame, a: str, b: str, chance: float, margin: float 
     point = ratios(lambda s: np.arange(s))
     boot = [ratios(lambda s: rng.integers(0, s, s)) for _ in range(n_boot)]
     rows = []
-    for w in widths:
-        row = {"width": w}
+    for w in widths:  # bracketed: both inits collapse inside the grid (else the stable ratio is a bound)
+        row = {"width": w, "bracketed": all(cells[w, i][2].any(0)[np.argmin(_nanmean(cells[w, i][1])):].any()
+                                            for i in (a, b))}
         for stat in ("opt", "stable"):
             for name, f in ((f"{stat}_ratio", lambda r, s=stat, w=w: r[s, w]),
                             (f"{stat}_ratio_of_ratios", lambda r, s=stat, w=w: r[s, w] - r[s, widths[0]])):
