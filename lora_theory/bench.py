@@ -142,7 +142,8 @@ def run_bench(quick: bool = False, threads: int | None = None) -> dict:
     head = next(c for c in cases if c["case"] == HEADLINE["quick" if quick else "full"])
     wide = cases[-1]
     memory = memory_check(width=2 ** 10, n_train=100, configs=4, steps=2) if quick else memory_check()
-    return {"memory": memory, "limit": limit_cost(steps=3 if quick else 10, threads=threads), "engine_config_steps_per_s": head["engine_config_steps_per_s"],
+    limit = limit_cost(steps=3 if quick else 10, threads=threads)
+    return {"memory": memory, "limit": limit, "engine_config_steps_per_s": head["engine_config_steps_per_s"],
             "loop_config_steps_per_s": head["loop_config_steps_per_s"], "speedup": head["speedup"],
             "roofline_fraction": wide["roofline_fraction"],
             "speedup_by_case": {c["case"]: c["speedup"] for c in cases},
@@ -178,8 +179,9 @@ def format_report(result: dict) -> str:
                     f"peak RSS {mem['peak_rss_gb']:.2f} GB ({mem['seconds']:.0f} s, batches <= "
                     f"{mem['max_batch_bytes'] / 2 ** 30:.0f} GiB)")
     lim = result["limit"]
-    lines.insert(2, f"limit: n = ∞ took {lim['limit_seconds']:.2f} s against {lim['finite_seconds']:.2f} s at "
-                    f"n = {lim['width']} ({lim['configs']} configurations, {lim['steps']} steps, layer, Init[A])")
+    lines.insert(2, f"limit: n = ∞ took {lim['limit_seconds']:.2f} s against {lim['finite_seconds']:.2f} s "
+                    f"at n = {lim['width']} ({lim['configs']} configurations, {lim['steps']} steps, layer, "
+                    "Init[A])")
     for c in result["cases"]:
         lines.append(f"{c['case']:<12} {c['configs']:>7} {c['steps']:>5} "
                      f"{c['engine_config_steps_per_s']:>19.1f} "
