@@ -154,6 +154,15 @@ def slope_table(df: pd.DataFrame, stats=("z_a_rms", "z_b_rms", "b_shift_rms"), f
     return table.assign(theory=table.apply(theory, axis=1))
 
 
+def measured_regime(df: pd.DataFrame, first_step: int = 3) -> tuple[str, bool | None]:
+    """(regime, internally unstable) of one (init, c) sweep: ``"unstable"`` and None (Z_A's growth is not
+    measurable: NaN after divergence) if any run diverged, else :func:`classify_regime` of the window-RMS
+    width exponents (steps ≥ ``first_step``); ValueError when a statistic is exactly zero (no slope)."""
+    if df.diverged.any():
+        return "unstable", None
+    return classify_regime(measured_slopes(df, REGIME_STATS, first_step=first_step))
+
+
 def regime_table(df: pd.DataFrame, steps: int, first_step: int = 3) -> pd.DataFrame:
     """Theory vs measured regime for every (init, lr_exponent) of a layer-setting sweep ``df``.
 
@@ -168,11 +177,7 @@ def regime_table(df: pd.DataFrame, steps: int, first_step: int = 3) -> pd.DataFr
     rows = []
     for (init, c), sel in df.groupby(["init", "lr_exponent"], sort=False):
         r = regime(init, float(c), steps=steps)
-        # a run diverged: unstable; Z_A's growth is not measurable (NaN after divergence)
-        if sel.diverged.any():
-            measured, unstable = "unstable", None
-        else:
-            measured, unstable = classify_regime(measured_slopes(sel, REGIME_STATS, first_step=first_step))
+        measured, unstable = measured_regime(sel, first_step)
         rows.append({"init": init, "c": float(c), "regime": r.regime,
                      "internally_unstable": r.internally_unstable,
                      "measured": measured, "measured_internally_unstable": unstable,

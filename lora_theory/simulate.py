@@ -41,7 +41,7 @@ from .optim import make_rule
 
 __all__ = ["COLUMNS", "LearningRate", "Unit", "plan", "run_unit", "simulate", "validated_grid"]
 
-CACHE_VERSION = 3  # bump when the engine's numbers change, so old cache entries are not reused
+CACHE_VERSION = 4  # bump when the engine's numbers change, so old cache entries are not reused
 COLUMNS = ("setting", "init", "optimizer", "width", "rank", "lr", "lr_b", "lr_const", "lr_exponent",
            "seed", "step") + STATS + ("diverged",)
 DTYPES = {"float64": torch.float64, "float32": torch.float32}

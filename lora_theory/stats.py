@@ -83,6 +83,8 @@ def delta_stats(Z, ZA, B, dA, dB, s, like) -> dict[str, torch.Tensor]:
         return {k: torch.full_like(like, float("nan")) for k in DELTAS}
     dZA = za(Z, dA)  # ΔZ_A = Z ΔAᵀ, (S, L, N, r)
     ZA_prev, B_prev = ZA - dZA, B - dB
+    # ΔZ_B = s·(ΔZ_A B_tᵀ + Z_A^{t−1} ΔBᵀ): the difference of the two products taken exactly, with no
+    # cancellation of Z_B^t against Z_B^{t−1} (which loses precision when ΔZ_B ≪ Z_B)
     return {"delta1_rms": z_b_rms(dZA, B_prev, s), "delta2_rms": z_b_rms(ZA_prev, dB, s),
             "delta3_rms": z_b_rms(dZA, dB, s),
-            "dz_b_rms": z_b_rms(torch.cat([ZA, -ZA_prev], dim=-1), torch.cat([B, B_prev], dim=-1), s)}
+            "dz_b_rms": z_b_rms(torch.cat([dZA, ZA_prev], dim=-1), torch.cat([B, dB], dim=-1), s)}

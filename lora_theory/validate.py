@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .analysis import REGIME_STATS, REGIME_TOLERANCE, classify_regime, measured_slopes
+from .analysis import REGIME_TOLERANCE, measured_regime
 from .config import ModelConfig, TrainConfig
 from .fit import FitWarning, fit_exponent
 from .inits import INITS
@@ -224,15 +224,13 @@ def _trend(row: dict, last_large: pd.DataFrame, stat: str, gamma: float) -> dict
 
 
 def _measured_regime(df: pd.DataFrame) -> dict:
-    """The regime read off the runs: unstable if any run diverged, else from window-RMS slopes (t ≥ 3)."""
-    if df.diverged.any():
-        return {"measured": "unstable",
-                "diverged_runs": int(df.groupby(["width", "seed"]).diverged.any().sum())}
+    """:func:`analysis.measured_regime` plus the number of diverged runs ("undetermined": a zero stat)."""
+    diverged = int(df.groupby(["width", "seed"]).diverged.any().sum())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)
         try:
-            reg, internal = classify_regime(measured_slopes(df, REGIME_STATS, first_step=3))
+            reg, internal = measured_regime(df, first_step=3)
         except ValueError:  # an exactly zero statistic: no slope
-            return {"measured": "undetermined", "diverged_runs": 0}
-    return {"measured": reg, "measured_internally_unstable": internal, "diverged_runs": 0,
+            return {"measured": "undetermined", "diverged_runs": diverged}
+    return {"measured": reg, "measured_internally_unstable": internal, "diverged_runs": diverged,
             "tolerance": REGIME_TOLERANCE}
