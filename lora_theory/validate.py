@@ -12,7 +12,14 @@ Per cell and statistic (``STATS`` entries with a theory column) the measured wid
 * **trend**: it does not, but the same cell at n = 2^10..2^14 gives a slope significantly nearer the
   theory (the distance shrinks by more than twice its standard error) or an interval containing it: a
   measured finite-width trend toward the theory;
-* **disagree**: neither.
+* **limit**: neither, but the cell's n → ∞ limit is derived (docs/theory.md §12.5) and the finite widths
+  approach it: the error of the rescaled statistic stat·n^−γ at step T against the limit computed from each
+  run's own random parts falls with n over n = 2^8..2^16 (4 seeds; fitted rate with its 95% interval below
+  0) and is below :data:`LIMIT_CLOSE` at the widest width (a statistic vanishing faster than n^γ would also
+  have a falling error, but toward 1). Had the exponent been wrong, the rescaled statistic would grow or
+  vanish and its error would not fall to 0: the measured slope is the approach to a limit with the theory's
+  exponent (and a constant large enough to delay it);
+* **disagree**: none of these.
 
 Exponents are compared only in cells the calculus calls stable (beyond the first unstable step its
 exponents are upper bounds); every cell's regime is compared too (and again at the large widths when it
@@ -36,6 +43,8 @@ from .analysis import REGIME_TOLERANCE, measured_regime
 from .config import ModelConfig, TrainConfig
 from .fit import FitWarning, fit_exponent
 from .inits import INITS
+from .limit.convergence import convergence_errors, convergence_rate
+from .limit.run import check_limit
 from .simulate import simulate
 from .stats import STATS
 from .theory import exponents, max_stable_lr_exponent, regime
@@ -47,6 +56,9 @@ WIDTHS = {False: tuple(2 ** k for k in range(7, 12)), True: (64, 128, 256, 512)}
 LARGE = {False: tuple(2 ** k for k in range(10, 15)), True: (256, 512, 1024, 2048)}
 SEEDS = {False: tuple(range(6)), True: (0, 1, 2)}
 OFFSETS = (-0.5, -0.25, 0.0, 0.25)
+LIMIT_WIDTHS = {False: tuple(2 ** k for k in range(8, 17, 2)), True: (64, 256, 1024)}
+LIMIT_SEEDS = {False: (0, 1, 2, 3), True: (0, 1)}
+LIMIT_CLOSE = 0.5  # largest relative error of the seed mean at the widest width for the status "limit"
 COMPARED = tuple(k for k, s in STATS.items() if s.theory is not None and k != "a_shift_rms")
 
 
@@ -107,6 +119,7 @@ def run_cell(cell: Cell, quick: bool = False, cache_dir=None) -> tuple[pd.DataFr
     verdict = regime(cell.init, (cell.c_a, cell.c_b), cell.optimizer, steps=STEPS)
     stable = bool(all(theory.z_b <= 0))
     large = None  # the same cell at larger widths, run only when something disagrees
+    limit = None  # the cell's finite widths against its n → ∞ limit, likewise
     rows = []
     for stat in COMPARED:
         gamma = float(theory.loc[STEPS, STATS[stat].theory])
@@ -114,6 +127,9 @@ def run_cell(cell: Cell, quick: bool = False, cache_dir=None) -> tuple[pd.DataFr
         if row["status"] == "disagree" and gamma != -np.inf:
             large = _sweep(cell, LARGE[quick], quick, cache_dir) if large is None else large
             row = _trend(row, large[large.step == STEPS], stat, gamma)
+        if row["status"] == "disagree" and gamma != -np.inf:
+            limit = _limit_errors(cell, quick, cache_dir) if limit is None else limit
+            row = _approach(row, limit, stat)
         rows.append({"cell": cell.label, "group": cell.group, "init": cell.init, "optimizer": cell.optimizer,
                      "c_a": cell.c_a, "c_b": cell.c_b, "rank": cell.rank, "stat": stat, "theory": gamma,
                      **row})
@@ -162,7 +178,7 @@ def summarise(matrix: pd.DataFrame, regimes: pd.DataFrame) -> dict:
 
 def figure(matrix: pd.DataFrame, regimes: pd.DataFrame) -> Figure:
     """Cells × statistics coloured by status, with the regime verdict as the last column."""
-    colours = {"agree": 0, "zero": 0, "trend": 1, "disagree": 2, "skipped": 3}
+    colours = {"agree": 0, "zero": 0, "trend": 1, "limit": 1, "disagree": 2, "skipped": 3}
     table = matrix.pivot_table(index="cell", columns="stat", values="status", aggfunc="first", sort=False)
     table["regime"] = regimes.set_index("cell").status
     codes = table.apply(lambda col: col.map(colours)).to_numpy(float)
@@ -175,8 +191,8 @@ def figure(matrix: pd.DataFrame, regimes: pd.DataFrame) -> Figure:
     ax.set_xticks(range(table.shape[1]), [c.replace("_rms", "") for c in table.columns], rotation=45,
                   fontsize=6)
     ax.set_yticks(range(len(table)), table.index, fontsize=4)
-    ax.set_title("γ-calculus vs measured exponent at t = 4 (green agree, orange finite-width trend, red "
-                 "disagree, grey not compared: unstable cell)", fontsize=6)
+    ax.set_title("γ-calculus vs measured exponent at t = 4 (green agree, orange finite-width trend or "
+                 "approach to the limit, red disagree, grey not compared: unstable cell)", fontsize=6)
     fig.tight_layout()
     return fig
 
@@ -221,6 +237,40 @@ def _trend(row: dict, last_large: pd.DataFrame, stat: str, gamma: float) -> dict
     nearer = abs(row["slope"] - gamma) - abs(e.slope - gamma) > 2 * se
     status = "trend" if (e.lo <= gamma <= e.hi or nearer) else "disagree"
     return {**row, "slope_large": e.slope, "lo_large": e.lo, "hi_large": e.hi, "status": status}
+
+
+def _limit_errors(cell: Cell, quick: bool, cache_dir) -> pd.DataFrame | None:
+    """The coupled errors (``limit.convergence_errors``) of every compared statistic at step T, or None
+    where the cell's limit is not derived."""
+    model = ModelConfig(alpha=cell.alpha, scaling=cell.scaling,
+                        n_train=8 if cell.optimizer == "signsgd" else 1)
+    cfg = TrainConfig(steps=STEPS, lr_ratio_exponent=cell.c_b - cell.c_a)
+    try:
+        check_limit(model, cell.init, cell.c_a, cell.optimizer, cfg)
+    except ValueError:
+        return None
+    return convergence_errors(cell.init, cell.c_a, 1.0, cell.optimizer, LIMIT_WIDTHS[quick],
+                              LIMIT_SEEDS[quick], STEPS, (STEPS, STEPS), COMPARED, cell.rank,
+                              train_cfg=cfg, coupled=True, cache_dir=cache_dir, model=model)
+
+
+def _approach(row: dict, errors: pd.DataFrame | None, stat: str) -> dict:
+    """Re-judge a disagreement by the approach to the limit: "limit" when the error's fitted rate over
+    :data:`LIMIT_WIDTHS` has its 95% interval below 0 and the error at the widest is below LIMIT_CLOSE."""
+    if errors is None:
+        return row
+    sel = errors[errors.stat == stat]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)
+        try:
+            rate = convergence_rate(sel, method="width")
+        except ValueError:  # the error is 0 (or not finite) at all but one width
+            return row
+    widest = max(rate["max_error_of_mean"])
+    out = {**row, "limit_rate": rate["rate"], "limit_rate_lo": rate["rate_lo"],
+           "limit_rate_hi": rate["rate_hi"], "limit_error_widest": rate["max_error_of_mean"][widest]}
+    close = out["limit_error_widest"] < LIMIT_CLOSE
+    return {**out, "status": "limit"} if rate["rate_hi"] < 0 and close else out
 
 
 def _measured_regime(df: pd.DataFrame) -> dict:

@@ -47,3 +47,28 @@ def test_committed_matrix_is_the_grid_of_the_current_calculus():
     main = matrix[(matrix.group == "main") & (matrix.c_a == matrix.c_b)]
     for (init, opt), g in main.groupby(["init", "optimizer"]):
         assert validate.cstar_of(init, opt) == pytest.approx(sorted(g.c_a.unique())[2])
+
+
+def test_limit_status_needs_a_falling_error_that_reaches_the_limit():
+    """"limit" only where the coupled error falls with n (interval below 0) and is small at the widest width;
+    an error falling toward 1 (a statistic vanishing faster than n^γ) stays a disagreement."""
+    def errors(errs):
+        widths = [256.0, 1024.0, 4096.0, 16384.0]
+        rows = [{"width": w, "seed": s, "step": 4, "stat": "z_b_rms", "value": 1 + e * (1 + 0.01 * s),
+                 "limit": 1.0, "scale": 1.0, "error": e * (1 + 0.01 * s)}
+                for w, e in zip(widths, errs) for s in range(4)]
+        return pd.DataFrame(rows)
+
+    row = {"slope": 0.3, "lo": 0.2, "hi": 0.4, "status": "disagree"}
+    assert validate._approach(row, errors([0.8, 0.4, 0.2, 0.1]), "z_b_rms")["status"] == "limit"
+    assert validate._approach(row, errors([3.0, 2.0, 1.5, 1.2]), "z_b_rms")["status"] == "disagree"
+    assert validate._approach(row, errors([0.1, 0.1, 0.1, 0.1]), "z_b_rms")["status"] == "disagree"
+    assert validate._approach(row, None, "z_b_rms") == row
+
+
+def test_committed_limit_rows_meet_the_rule():
+    matrix = pd.read_csv(RESULTS / "matrix.csv")
+    lim = matrix[matrix.status == "limit"]
+    assert len(lim) > 0
+    assert (lim.limit_rate_hi < 0).all() and (lim.limit_error_widest < validate.LIMIT_CLOSE).all()
+    assert (lim.init != "peft_orthogonal").all()  # no derived limit: it cannot be resolved this way

@@ -42,21 +42,22 @@ def convergence_errors(init: str = "A", lr_exponent: float = -0.5, lr: float = 0
                        widths=(256, 1024, 4096), seeds=(0, 1), steps: int = 6, window=(2, 6),
                        stats=FIGURE_STATS, rank: int = 4, n_train: int = 1,
                        train_cfg: TrainConfig | None = None, coupled: bool = True,
-                       cache_dir=None) -> pd.DataFrame:
+                       cache_dir=None, model: ModelConfig | None = None) -> pd.DataFrame:
     """Per (width, seed, step, stat): the rescaled value, the limit and the error (module docstring).
 
     The finite widths and the limit come from one ``simulate(widths=[..., math.inf])`` call (cached in
     ``cache_dir``); ``train_cfg`` (e.g. a LoRA+ ``lr_ratio_exponent``) is passed on, with ``steps``. With
     ``coupled`` each finite run is compared with the limit of its own random parts R_A, R_H
     (:func:`random_parts`), so the error vanishes even where the limit is random; otherwise with the mean of
-    the limit over ``seeds``. Returns columns ``width, seed, step, stat, value, limit, scale, error`` (the
-    width ∞ rows hold the uncoupled limit; ``scale`` is the error's denominator).
+    the limit over ``seeds``. ``model`` (e.g. a multiplier ``alpha``) replaces
+    ``ModelConfig(n_train=n_train)``. Returns columns ``width, seed, step, stat, value, limit, scale,
+    error`` (the width ∞ rows hold the uncoupled limit; ``scale`` is the error's denominator).
 
     >>> e = convergence_errors(widths=[64, 256], seeds=[0], steps=2, window=(2, 2))
     >>> sorted(e.stat.unique()), bool((e[e.width == 256].error >= 0).all())
     (['loss', 'z_a_rms', 'z_b_rms'], True)
     """
-    model = ModelConfig(n_train=n_train)
+    model = ModelConfig(n_train=n_train) if model is None else model
     df = simulate(widths=list(widths) + [math.inf], inits=init, lr_exponent=lr_exponent, lrs=lr,
                   seeds=list(seeds), optimizers=optimizer, ranks=rank, steps=steps, train_cfg=train_cfg,
                   model=model, progress=False, cache_dir=cache_dir)
