@@ -1,6 +1,7 @@
 """Pure functions from a tidy ``simulate()`` table to the quantities the paper plots.
 
-* :func:`optimal_lr`: the loss-optimal learning rate per group (the paper's Fig. 2 criterion).
+* :func:`optimal_lr`: the loss-optimal learning rate per group (the paper's Fig. 2 criterion);
+  :func:`interpolated_optimal_lr` refines it per seed with a quadratic in log2 η through the grid minimum.
 * :func:`max_stable_lr`: the feature-level maximal stable learning rate, the largest η below the
   first η whose max_t RMS(Z_B) exceeds a threshold τ (Theorem 1/2's stability, Z_B = O(1)).
 * :func:`classify_regime`: the regime of docs/theory.md §4 read off measured width exponents;
@@ -54,6 +55,52 @@ def optimal_lr_per_seed(df: pd.DataFrame, by=("init", "width"), metric: str = "l
     check_table(df, df=["seed"])
     frames = [optimal_lr(g, by, metric).assign(seed=seed) for seed, g in df.groupby("seed")]
     return pd.concat(frames, ignore_index=True)
+
+
+def interpolated_optimal_lr(df: pd.DataFrame, by=("init", "width", "seed"), metric: str = "loss",
+                            log_metric: bool = True) -> pd.DataFrame:
+    """Loss-optimal η per group, interpolated: the vertex of the parabola in log2 η through the final
+    ``metric`` (its log if ``log_metric``) at the grid argmin and its two neighbours.
+
+    Diverged runs count as +inf. The vertex lies between the neighbours (the middle point is the lowest);
+    when the argmin is at an edge of the group's grid, a neighbour is not finite, or the three values are
+    equal, ``lr_opt`` falls back to the argmin. Columns: ``by``, ``lr_opt``, ``lr_argmin``, ``metric`` (its
+    value at the argmin), ``method`` (``"quadratic"``, ``"edge"``, ``"diverged_neighbour"`` or ``"flat"``),
+    ``lr_lo``, ``lr_hi`` (the group's grid span).
+
+    Example:
+        >>> d = pd.DataFrame({"init": "A", "width": 64, "seed": 0, "step": 5, "lr": [0.25, 0.5, 1.0],
+        ...                   "loss": 2.0 ** np.array([1.0, 0.0, 0.5])})  # log2 loss 1, 0, 1/2
+        >>> r = interpolated_optimal_lr(d).iloc[0]
+        >>> round(float(np.log2(r.lr_opt)), 4), r.method
+        (-0.8333, 'quadratic')
+    """
+    check_table(df, by=list(by), metric=metric, df=["lr", "step"])
+    last = final_rows(df).assign(**{metric: lambda d: d[metric].fillna(np.inf)})
+    rows = []
+    for key, g in last.groupby(list(by)):
+        g = g.groupby("lr", as_index=False)[metric].mean().sort_values("lr")
+        x, v = np.log2(g.lr.to_numpy(float)), g[metric].to_numpy(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = np.where(np.isfinite(v), np.log(v), np.inf) if log_metric else v
+        i = int(np.argmin(y))
+        xo, method = x[i], "quadratic"
+        if i == 0 or i == len(x) - 1:
+            method = "edge"
+        elif not np.isfinite(y[i - 1:i + 2]).all():
+            method = "diverged_neighbour"
+        else:
+            (x0, x1, x2), (y0, y1, y2) = x[i - 1:i + 2], y[i - 1:i + 2]
+            curv = (y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)  # ∝ the parabola's curvature, ≥ 0
+            if curv == 0:
+                method = "flat"
+            else:  # vertex of the parabola through the three points
+                num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
+                xo = x1 - 0.5 * num / ((x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0))
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "lr_opt": float(2.0 ** xo),
+                     "lr_argmin": float(2.0 ** x[i]), metric: float(v[i]), "method": method,
+                     "lr_lo": float(2.0 ** x[0]), "lr_hi": float(2.0 ** x[-1])})
+    return pd.DataFrame(rows)
 
 
 def max_stable_lr(df: pd.DataFrame, tau: float, by=("init", "width", "seed")) -> pd.DataFrame:

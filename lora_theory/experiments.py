@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .analysis import optimal_lr, optimal_lr_per_seed
+from .analysis import interpolated_optimal_lr, optimal_lr, optimal_lr_per_seed
 from .config import ModelConfig, TrainConfig
 from .fit import fit_exponent
 from .simulate import simulate
 
-__all__ = ["COORD_STATS", "DEFAULT_CACHE", "GRIDS", "LLM_RUNS", "TAU", "coord_sweeps", "fit_dict",
-           "layer_lr_sweep", "loss_optimal", "regime_sweep", "toy_config_summary", "toy_summary", "toy_sweep"]
+__all__ = ["COORD_STATS", "DEFAULT_CACHE", "GRIDS", "LLM_RUNS", "TAU", "coord_sweeps", "fine_lr_grid",
+           "fit_dict", "layer_lr_sweep", "loss_optimal", "loss_optimal_refined", "refine_centres",
+           "regime_sweep", "toy_config_summary", "toy_refine_cell", "toy_refine_sweep", "toy_summary",
+           "toy_sweep"]
 
 DEFAULT_CACHE = Path(".lora_theory_cache")
 # the committed LLM runs, relative to a checkout's root (pass another path)
@@ -29,6 +31,11 @@ GRIDS = {  # (full, quick)
              "seeds": [0, 1, 2], "n_train": 256, "steps": 200},
             {"widths": [64, 128, 256], "lrs": [2.0 ** -k for k in range(2, 11, 2)], "seeds": [0, 1],
              "n_train": 32, "steps": 20}),
+    # the refinement of the toy's loss-optimal η (Fig. 2, left): per (init, width) a grid of log2 η in steps
+    # of ``step`` octaves, ``octaves`` either side of the coarse sweep's seed-median optimum, more seeds, an
+    # end extended by ``extend`` points (≤ ``max_extend`` times) while some seed's loss is lowest there
+    "toy_refine": ({"seeds": list(range(10)), "step": 0.25, "octaves": 1.0, "extend": 2, "max_extend": 2},
+                   {"seeds": [0, 1, 2], "step": 0.5, "octaves": 1.0, "extend": 1, "max_extend": 1}),
     "layer_lr": ({"widths": [2 ** k for k in range(7, 14)], "lrs": [2.0 ** (k / 4) for k in range(-80, 1)],
                   "seeds": [0, 1, 2], "steps": 10},
                  {"widths": [64, 128, 256, 512], "lrs": [2.0 ** (k / 2) for k in range(-30, 1)],
@@ -49,6 +56,64 @@ def toy_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
     cfg = TrainConfig(steps=g["steps"], record_every=max(1, g["steps"] // 10))
     return simulate(widths=g["widths"], lrs=g["lrs"], lr_exponent=None, inits=["A", "B"], seeds=g["seeds"],
                     model=model, train_cfg=cfg, cache_dir=_cache(cache_dir))
+
+
+def refine_centres(coarse: pd.DataFrame, step: float) -> dict[tuple[str, int], float]:
+    """(init, width) → log2 of the seed-median per-seed optimum of a coarse sweep, on the lattice of
+    ``step``."""
+    opt = optimal_lr_per_seed(coarse)
+    med = opt.groupby(["init", "width"]).lr_opt.agg(lambda v: float(np.median(np.log2(v))))
+    return {(str(i), int(n)): float(np.round(k / step) * step) for (i, n), k in med.items()}
+
+
+def fine_lr_grid(centre_log2: float, step: float, lo: int, hi: int) -> list[float]:
+    """η = 2^(centre + k·step) for k = lo..hi.
+
+    >>> [float(np.log2(v)) for v in fine_lr_grid(-8.0, 0.25, -2, 2)]
+    [-8.5, -8.25, -8.0, -7.75, -7.5]
+    """
+    return [2.0 ** (centre_log2 + k * step) for k in range(lo, hi + 1)]
+
+
+def toy_refine_cell(init: str, width: int, centre_log2: float, quick: bool = False,
+                    cache_dir=None) -> pd.DataFrame:
+    """The refinement runs of one (init, width): the toy of ``GRIDS["toy"]`` with the seeds of
+    ``GRIDS["toy_refine"]`` on its fine grid, ``octaves`` either side of 2^``centre_log2``. While some seed's
+    loss is lowest at an end of the grid, that end is extended by ``extend`` points, at most ``max_extend``
+    times. Each call to ``simulate`` is cached per unit, so a rerun loads what is done."""
+    g, f = GRIDS["toy"][quick], GRIDS["toy_refine"][quick]
+    model = ModelConfig(setting="toy", n_train=g["n_train"], readout="sp")
+    cfg = TrainConfig(steps=g["steps"], record_every=max(1, g["steps"] // 10))
+
+    def run(lo, hi):
+        return simulate(widths=[width], lrs=fine_lr_grid(centre_log2, f["step"], lo, hi), lr_exponent=None,
+                        inits=[init], seeds=f["seeds"], model=model, train_cfg=cfg,
+                        cache_dir=_cache(cache_dir))
+
+    lo = -int(round(f["octaves"] / f["step"]))
+    hi, frames = -lo, [run(lo, -lo)]
+    for _ in range(f["max_extend"]):
+        opt = interpolated_optimal_lr(pd.concat(frames)).query("method == 'edge'")
+        low, high = (opt.lr_argmin == opt.lr_lo).any(), (opt.lr_argmin == opt.lr_hi).any()
+        if low:
+            frames.append(run(lo - f["extend"], lo - 1))
+            lo -= f["extend"]
+        if high:
+            frames.append(run(hi + 1, hi + f["extend"]))
+            hi += f["extend"]
+        if not (low or high):
+            break
+    return pd.concat(frames, ignore_index=True).assign(centre_log2=centre_log2)
+
+
+def toy_refine_sweep(quick: bool = False, cache_dir=None, coarse: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Fine-grid toy runs around the coarse loss-optimal η of every (init, width) of :func:`toy_sweep`
+    (``coarse``, run or loaded from the cache when None); a ``centre_log2`` column says where each grid
+    sits."""
+    coarse = toy_sweep(quick, cache_dir) if coarse is None else coarse
+    centres = refine_centres(coarse, GRIDS["toy_refine"][quick]["step"])
+    return pd.concat([toy_refine_cell(i, n, k, quick, cache_dir) for (i, n), k in centres.items()],
+                     ignore_index=True)
 
 
 def layer_lr_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
@@ -81,6 +146,13 @@ def regime_sweep(quick: bool = False, cache_dir=None, inits=("A", "B", "AB")) ->
 def loss_optimal(toy: pd.DataFrame):
     """Per-seed loss-optimal η and its fitted width exponent per init."""
     opt = optimal_lr_per_seed(toy)
+    return opt, {i: fit_exponent(opt[opt.init == i], "lr_opt") for i in ("A", "B")}
+
+
+def loss_optimal_refined(fine: pd.DataFrame):
+    """Per-seed interpolated loss-optimal η of a refinement sweep
+    (:func:`~lora_theory.analysis.interpolated_optimal_lr`) and its fitted width exponent per init."""
+    opt = interpolated_optimal_lr(fine)
     return opt, {i: fit_exponent(opt[opt.init == i], "lr_opt") for i in ("A", "B")}
 
 

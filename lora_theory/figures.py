@@ -30,7 +30,9 @@ from .experiments import (
     fit_dict,
     layer_lr_sweep,
     loss_optimal,
+    loss_optimal_refined,
     regime_sweep,
+    toy_refine_sweep,
     toy_summary,
     toy_sweep,
 )
@@ -38,7 +40,7 @@ from .fit import fit_exponent
 from .inits import colours
 from .limit import fig_limit_convergence
 from .llm.width import fig_llm_width
-from .theory import theory_exponent
+from .theory import loss_optimal_exponent, theory_exponent
 from .transfer import fig_rank_scaling
 
 __all__ = ["FIGURES", "fig_coord_check", "fig_feature_norms", "fig_feature_norms_appendix",
@@ -46,22 +48,44 @@ __all__ = ["FIGURES", "fig_coord_check", "fig_feature_norms", "fig_feature_norms
 
 
 def fig_lr_scaling(quick: bool = False, cache_dir=None) -> tuple[Figure, dict]:
-    """Paper Fig. 2: loss-optimal η in the toy, and the feature-level maximal stable η in the layer
-    setting."""
+    """Paper Fig. 2: loss-optimal η in the toy (per-seed optima interpolated on the refinement grid around
+    the coarse sweep's optimum), and the feature-level maximal stable η in the layer setting.
+
+    The summary's ``loss_optimal_slope`` is the refined fit; ``loss_optimal_slope_coarse`` the coarse
+    sweep's grid argmin (3 seeds, 2× grid); ``loss_optimal_theory`` the whole-network exponent of
+    :func:`lora_theory.theory.loss_optimal_exponent` (SP readout) and whether the interval contains it;
+    ``lr_opt_log2``, ``lr_opt_ratio_A_over_B`` and ``best_loss`` stay the coarse sweep's seed-mean optima."""
     toy, layer = toy_sweep(quick, cache_dir), layer_lr_sweep(quick, cache_dir)
-    opt, fits_opt = loss_optimal(toy)
+    fits_coarse = loss_optimal(toy)[1]
+    opt, fits_opt = loss_optimal_refined(toy_refine_sweep(quick, cache_dir, coarse=toy))
     stab = max_stable_lr(layer, TAU)
     fits_stab = {i: fit_exponent(stab[stab.init == i], "lr_max") for i in ("A", "B")}
+    ref = GRIDS["toy_refine"][quick]
     with plotting.style():
         fig = Figure(figsize=(10, 3.8))
         ax1, ax2 = fig.subplots(1, 2)
-        plotting.plot_lr_vs_width(opt, fits_opt, ax1, "lr_opt", title="loss-optimal η (toy, SP readout)")
+        plotting.plot_lr_vs_width(opt, fits_opt, ax1, "lr_opt", refs=((-0.5, "A"), (-1.0, "B"), (-0.75, "A")),
+                                  title=f"loss-optimal η (toy, SP readout; {len(ref['seeds'])} seeds, "
+                                        f"2^{ref['step']:g} grid, interpolated)")
         plotting.plot_lr_vs_width(stab, fits_stab, ax2, "lr_max",
                                   title=f"max stable η: max_t RMS(Z_B) ≤ {TAU:g} (layer, Adam)")
         fig.tight_layout()
     tau_sens = {str(tau): {i: fit_dict(fit_exponent(s[s.init == i], "lr_max")) for i in ("A", "B")}
                 for tau in (2.0, 5.0, 10.0, 100.0) for s in [max_stable_lr(layer, tau)]}
+    theory = {i: loss_optimal_exponent(i, "sp") for i in ("A", "B")}
+    refined = {"seeds": len(ref["seeds"]), "grid_step_log2": ref["step"], "octaves": ref["octaves"],
+               "methods": {str(k): int(v) for k, v in opt.method.value_counts().items()},
+               "lr_opt_log2_median": {i: {int(n): round(float(np.median(np.log2(g.lr_opt))), 3)
+                                          for n, g in opt[opt.init == i].groupby("width")}
+                                      for i in ("A", "B")},
+               "ci95_width": {i: round(f.hi - f.lo, 3) for i, f in fits_opt.items()},
+               "ci95_width_coarse": {i: round(f.hi - f.lo, 3) for i, f in fits_coarse.items()}}
     return fig, {**toy_summary(toy, fits_opt),
+                 "loss_optimal_slope_coarse": {i: fit_dict(f) for i, f in fits_coarse.items()},
+                 "loss_optimal_refined": refined,
+                 "loss_optimal_theory": {i: {"theory": str(t), "measured": round(fits_opt[i].slope, 3),
+                                             "in_ci95": bool(fits_opt[i].lo <= float(t) <= fits_opt[i].hi)}
+                                         for i, t in theory.items()},
                  "max_stable_slope": {i: fit_dict(f) for i, f in fits_stab.items()},
                  "max_stable_slope_by_tau": tau_sens}
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lora_theory.analysis import classify_regime, max_stable_lr, optimal_lr
+from lora_theory.analysis import classify_regime, interpolated_optimal_lr, max_stable_lr, optimal_lr
 
 
 def _table(z_by_lr: dict[float, float], diverged=()):
@@ -40,3 +40,25 @@ def test_optimal_lr_treats_divergence_as_infinite_loss():
 ])
 def test_classify_regime(slopes, expected):
     assert classify_regime(slopes) == expected
+
+
+def _curve(x_opt, lrs_log2, diverged=()):
+    """Final loss exp((log2 η − x_opt)²) of one seed on a grid of log2 η (a parabola in log loss)."""
+    return pd.DataFrame([{"init": "A", "width": 64, "seed": 0, "step": 9, "lr": 2.0 ** x,
+                          "loss": np.nan if x in diverged else float(np.exp((x - x_opt) ** 2))}
+                         for x in lrs_log2])
+
+
+def test_interpolated_optimal_lr_recovers_an_off_grid_vertex():
+    grid = [-9 + k / 4 for k in range(9)]
+    r = interpolated_optimal_lr(_curve(-7.6, grid)).iloc[0]
+    assert r.method == "quadratic" and np.log2(r.lr_opt) == pytest.approx(-7.6)
+    assert np.log2(r.lr_argmin) == -7.5 and r.lr_lo <= r.lr_opt <= r.lr_hi
+
+
+def test_interpolated_optimal_lr_falls_back_to_the_argmin():
+    grid = [-9 + k / 4 for k in range(9)]
+    edge = interpolated_optimal_lr(_curve(-5.0, grid)).iloc[0]  # minimum beyond the grid's upper end
+    assert edge.method == "edge" and edge.lr_opt == edge.lr_argmin == edge.lr_hi
+    bad = interpolated_optimal_lr(_curve(-8.0, grid, diverged=(-7.75,))).iloc[0]
+    assert bad.method == "diverged_neighbour" and np.log2(bad.lr_opt) == -8.0

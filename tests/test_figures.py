@@ -2,10 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from lora_theory.analysis import interpolated_optimal_lr
 from lora_theory.cli import main as cli_main
+from lora_theory.experiments import GRIDS, toy_refine_sweep
 from lora_theory.figures import FIGURES, main
 
 
@@ -17,6 +20,14 @@ def shared_cache(tmp_path_factory):
 
 def _lr_scaling(s):  # Init[A]'s maximal stable η falls more slowly with width than Init[B]'s
     assert s["max_stable_slope"]["A"]["slope"] > s["max_stable_slope"]["B"]["slope"] + 0.2
+    # the refined loss-optimal slopes, the coarse ones for comparison, and the whole-network theory
+    for init in "AB":
+        for key in ("loss_optimal_slope", "loss_optimal_slope_coarse"):
+            lo, hi = s[key][init]["ci95"]
+            assert lo <= s[key][init]["slope"] <= hi
+        assert set(s["loss_optimal_theory"][init]) == {"theory", "measured", "in_ci95"}
+    assert [s["loss_optimal_theory"][i]["theory"] for i in "AB"] == ["-3/4", "-1"]
+    assert sum(s["loss_optimal_refined"]["methods"].values()) == 2 * 3 * s["loss_optimal_refined"]["seeds"]
 
 
 def _norms(s):  # the optimal runs' features exist and are finite at every width
@@ -69,6 +80,20 @@ def test_figure_builds_quick(name, shared_cache):
     fig, summary = FIGURES[name](quick=True, cache_dir=shared_cache)
     assert isinstance(fig, Figure) and fig.axes and isinstance(summary, dict)
     SUMMARY_CHECKS[name](summary)
+
+
+def test_toy_refinement_interpolates_each_seed_inside_its_fine_grid(shared_cache):
+    fine = toy_refine_sweep(quick=True, cache_dir=shared_cache)
+    g, f = GRIDS["toy"][True], GRIDS["toy_refine"][True]
+    assert sorted(fine.seed.unique()) == f["seeds"] and sorted(fine.width.unique()) == g["widths"]
+    steps = np.diff(np.log2(np.sort(fine[(fine.init == "A") & (fine.width == 64)].lr.unique())))
+    assert np.allclose(steps, f["step"])  # the fine grid's spacing, in octaves
+    opt = interpolated_optimal_lr(fine)
+    assert len(opt) == 2 * len(g["widths"]) * len(f["seeds"])
+    assert ((opt.lr_lo <= opt.lr_opt) & (opt.lr_opt <= opt.lr_hi)).all()
+    quad = opt[opt.method == "quadratic"]  # the vertex lies within half a grid step of the argmin
+    assert (np.abs(np.log2(quad.lr_opt / quad.lr_argmin)) <= f["step"] / 2 + 1e-12).all()
+    assert (opt[opt.method != "quadratic"].lr_opt == opt[opt.method != "quadratic"].lr_argmin).all()
 
 
 def test_main_writes_files_and_summary(tmp_path):

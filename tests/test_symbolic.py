@@ -28,8 +28,10 @@ from lora_theory.theory import (
     gamma_B,
     gamma_product,
     gamma_sum,
+    loss_optimal_exponent,
     max_stable_lr_exponent,
     max_stable_lr_exponent_symbolic,
+    output_exponents,
     regime,
 )
 
@@ -255,3 +257,47 @@ def test_unknown_init_is_also_a_key_error():
     with pytest.raises(KeyError) as info:
         max_stable_lr_exponent("Init[A]")
     assert isinstance(info.value, RegistryKeyError) and "'A'" in str(info.value)
+
+
+# ------------------------------------------------------------------ the toy's readout (docs/theory.md §9.3)
+def toy_drift(a, b, cc, w, steps=4):
+    """max_t γ[f_t − f_0] of the toy started at the pretrained model, readout entries Θ(n^w), written apart
+    from the library with Fractions and -inf: ΔA·Z is coherent over n and needs B ≠ 0, ΔB has ±η entries
+    and needs Z_A ≠ 0; the readout sums ΔB's rows (∝ sign W_out) coherently, the random B_0 by the CLT."""
+    half = Fraction(1, 2)
+    x, y, u, drift = a + half, b, NEG, NEG
+    for _ in range(steps):
+        dza = cc + 1 if y > NEG else NEG
+        db = cc if x > NEG else NEG
+        read_b = max(w + b + half, w + u + 1)  # W_outᵀ(φ′ ⊙ B): B_0 part (CLT), learned part (aligned)
+        drift = max(drift, dza + read_b, w + db + x + 1, w + db + dza + 1)
+        x, y, u = max(x, dza), max(y, db), max(u, db)
+    return drift
+
+
+def test_toy_loss_optimal_exponents_by_hand():
+    # SP (w = −1/2), Init[A]: step 1 moves f by c + 1/2 (B only); from t = 2 the A-path (c + 1) + (w + c + 1)
+    # = 2c + 3/2 dominates, so c* = −3/4. Init[B]: step 1, A through B_0: c + 1 + (w + 1/2) = c + 1 → c* = −1.
+    # μP (w = −1): Init[A] 2c + 1 → −1/2; Init[B] max(c + 1/2, 2c + 1) → −1/2.
+    hand = {("A", "sp"): Rational(-3, 4), ("B", "sp"): Rational(-1), ("A", "mup"): -H, ("B", "mup"): -H}
+    for (init, readout), value in hand.items():
+        assert loss_optimal_exponent(init, readout) == value
+        a, b = (Fraction(-1, 2), NEG) if init == "A" else (NEG, Fraction(0))
+        w = Fraction(-1, 2) if readout == "sp" else Fraction(-1)
+        grid = [Fraction(k, 24) for k in range(-72, 25)]  # brute force over c on a 1/24 grid
+        assert max(cc for cc in grid if toy_drift(a, b, cc, w) <= 0) == frac(value)
+    assert loss_optimal_exponent("B", "mup", stable_features=True) == -1  # Z_B = n^{c+1} also bounded
+    assert output_exponents("A", Rational(-3, 4)).out_drift.iloc[-1] == 0  # Θ(1) output moves at c*
+
+
+@SETTINGS
+@given(a=init_exp, b=init_exp, w=st.integers(-8, 0).map(lambda k: Fraction(k, 4)),
+       eps=st.integers(1, 64).map(lambda k: Fraction(k, 64)))
+def test_toy_loss_optimal_exponent_is_tight(a, b, w, eps):
+    cstar = loss_optimal_exponent(InitExponents(sym(a), sym(b), True), sym(w))
+    if a == b == NEG:
+        assert cstar == oo
+        return
+    cs = frac(cstar)
+    ok = lambda cc: toy_drift(a, b, cc, w) <= 0  # noqa: E731
+    assert ok(cs) and ok(cs - eps) and not ok(cs + eps)

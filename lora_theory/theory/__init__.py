@@ -2,8 +2,9 @@
 
 Layers, bottom to top: :mod:`.algebra` (the γ-operator's rules as max-plus expressions),
 :mod:`.recursion` (one update step folded over steps, per optimiser), :mod:`.solve` (c*, regimes,
-the efficient region of the LoRA+ plane), :mod:`.law` (η_max as a power law in width, rank and α) and
-:mod:`.writeup` (``derivation``: the recursion written out as a table). The rank may grow with the width,
+the efficient region of the LoRA+ plane), :mod:`.law` (η_max as a power law in width, rank and α),
+:mod:`.toy` (the toy's loss-optimal η, read at its readout) and :mod:`.writeup` (``derivation``: the
+recursion written out as a table). The rank may grow with the width,
 r = Θ(n^``rho``), under any multiplier convention s = α·r^{−γ_α} (``SCALINGS``).
 
 >>> from lora_theory.theory import max_stable_lr_exponent, regime
@@ -38,10 +39,12 @@ from .solve import (
     regime,
     theory_exponent,
 )
+from .toy import READOUTS, loss_optimal_exponent, omega, output_exponents, readout_exponent
 from .writeup import derivation
 
-__all__ = ["COLUMNS", "REGIMES", "SCALINGS", "WINDOW", "InitExponents", "LearningRateLaw", "RankScaling",
-           "Regime", "c", "c_A", "c_B", "contract", "derivation", "efficient_region", "exponents",
-           "gamma_A", "gamma_B", "gamma_alpha", "gamma_product", "gamma_sum", "init_exponents", "lr_law",
-           "max_stable_lr_exponent", "max_stable_lr_exponent_symbolic", "rank_scaling", "reduce_on_box",
-           "regime", "rho", "scaling_exponent", "theory_exponent"]
+__all__ = ["COLUMNS", "READOUTS", "REGIMES", "SCALINGS", "WINDOW", "InitExponents", "LearningRateLaw",
+           "RankScaling", "Regime", "c", "c_A", "c_B", "contract", "derivation", "efficient_region",
+           "exponents", "gamma_A", "gamma_B", "gamma_alpha", "gamma_product", "gamma_sum", "init_exponents",
+           "loss_optimal_exponent", "lr_law", "max_stable_lr_exponent", "max_stable_lr_exponent_symbolic",
+           "omega", "output_exponents", "rank_scaling", "readout_exponent", "reduce_on_box", "regime", "rho",
+           "scaling_exponent", "theory_exponent"]
