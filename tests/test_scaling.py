@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from lora_theory import simulate
+from lora_theory.config import ModelConfig
 from lora_theory.fit import fit_exponent
 from lora_theory.theory import exponents, max_stable_lr_exponent
 
@@ -151,3 +152,19 @@ def test_sgd_init_b_is_stable_at_minus_two(sgd_b):
     for step in (1, 2, 3):
         sel = sgd_b[(sgd_b.lr_exponent == -2.0) & (sgd_b.step == step)]
         assert fit_exponent(sel, "z_b_rms").slope == pytest.approx(float(predicted[step]), abs=0.1), step
+
+
+def test_sgd_orthogonal_init_delta3_loses_its_leading_pair():
+    """PEFT's orthogonal init has B_0A_0 = 0, so ⟨A_0Z, B_0ᵀdZ̄⟩ = 0 and δ³ = s·ΔBΔZ_A is exactly 0 at
+    step 1 and n^{c+1} below the generic estimate afterwards (docs/theory.md §8.8); the generic rule
+    (2c + 2 = -9/4 at c = -17/8) is 1.1 above the measured slope."""
+    c = -2.125
+    df = simulate(widths=[2 ** k for k in range(7, 12)], inits="peft_orthogonal", lr_exponent=c,
+                  optimizers="sgd", seeds=range(6), steps=3, model=ModelConfig(n_train=1), progress=False)
+    theory = exponents("peft_orthogonal", c, optimizer="sgd", steps=3).set_index("step").delta3
+    assert theory[1] == -np.inf and float(theory[2]) == float(theory[3]) == 3 * c + 3
+    assert df[df.step == 1].delta3_rms.abs().max() < 1e-12  # round-off of the QR only
+    for step in (2, 3):
+        e = fit_exponent(df[df.step == step], "delta3_rms", method="width")
+        assert e.lo <= 3 * c + 3 <= e.hi, (step, e)
+        assert e.hi < 2 * c + 2, (step, e)  # the generic estimate is excluded

@@ -138,11 +138,13 @@ def trajectory(init: InitExponents, ca, cb, updates: Callable, steps,
     rows = [{"step": 0, "z_a": x, "b": y, "b_shift": u, "z_b": z, "delta1": -oo, "delta2": -oo, "delta3": -oo,
              "dz_b": -oo, "a_shift": v, "z_b_total": gamma_sum(z, z0)}]
     for t in range(1, steps + 1):
-        dza, db = updates(x, y, u, z, init, ca, cb, gs)
+        dza, db, pair = updates(x, y, u, z, init, ca, cb, gs, v=v)
         # s·B_{t−1}ΔZ_A^t: random B_0 (independent of the update's signs, CLT) + learned B − B_0 (aligned)
         d1 = gamma_product(gs, dza, gamma_sum(contract(init.b, "r", False, rho), contract(u, "r", True, rho)))
         d2 = gamma_product(gs, contract(gamma_product(db, x), "r", True, rho))  # s·ΔB_t Z_A^{t−1} ∝ Σ|Z_A,i|
-        d3 = gamma_product(gs, contract(gamma_product(db, dza), "r", True, rho))  # s·ΔB_t ΔZ_A^t: aligned
+        # s·ΔB_t ΔZ_A^t: an aligned sum over the r columns of (ΔB_t)_{·k}(ΔZ_A^t)_k, whose exponent is
+        # db + dza unless the update rule knows better (``pair``)
+        d3 = gamma_product(gs, contract(gamma_product(db, dza) if pair is None else pair, "r", True, rho))
         # ΔA is a sum of rank-one terms (row vector)·Zᵀ, so ΔA·Z is a coherent contraction: entries dza − 1
         v = gamma_sum(v, gamma_product(dza, -1))
         x, y, u, z = gamma_sum(x, dza), gamma_sum(y, db), gamma_sum(u, db), gamma_sum(z, d1, d2, d3)
@@ -152,15 +154,17 @@ def trajectory(init: InitExponents, ca, cb, updates: Callable, steps,
     return rows
 
 
-def sign_updates(x, y, u, z, init, ca, cb, gs=0):
-    """Sign-like updates (Adam, SignSGD): (γ[ΔZ_A^t], γ[ΔB_t]) from the previous step's exponents; the
-    multiplier (exponent ``gs``) drops out of a sign."""
+def sign_updates(x, y, u, z, init, ca, cb, gs=0, v=-oo):
+    """Sign-like updates (Adam, SignSGD): (γ[ΔZ_A^t], γ[ΔB_t], None) from the previous step's exponents;
+    the multiplier (exponent ``gs``) drops out of a sign; None: δ³'s terms are γ[ΔB_t] + γ[ΔZ_A^t]."""
     # g_A Z = sign(S) sign(Z)ᵀZ: coherent over n; g_B has ±1 entries. sign(0) = 0 for a zero partner.
-    return (-oo if y == -oo else contract(ca, "n")), (-oo if x == -oo else cb)
+    return (-oo if y == -oo else contract(ca, "n")), (-oo if x == -oo else cb), None
 
 
-def sgd_updates(x, y, u, z, init, ca, cb, gs=0, *, g, alignment):
-    """Plain SGD updates (docs/theory.md §8): (γ[ΔZ_A^t], γ[ΔB_t]) from the previous step's exponents.
+def sgd_updates(x, y, u, z, init, ca, cb, gs=0, v=-oo, *, g, alignment):
+    """Plain SGD updates (docs/theory.md §8): (γ[ΔZ_A^t], γ[ΔB_t], pair) from the previous step's
+    exponents (``v`` = γ[A_{t−1} − A_0] entries); ``pair``: γ of one term (ΔB_t)_{·k}(ΔZ_A^t)_k of δ³
+    when it is not γ[ΔB_t] + γ[ΔZ_A^t] (None otherwise).
 
     ΔZ_A^t = −η_A s·(B_{t−1}ᵀ dZ̄) ‖Z‖² (coherent over n) and ΔB_t = −η_B s·dZ̄ (Z_A^{t−1})ᵀ, with
     dZ̄ = (W*Z − y) + D, D the adapter's output (exponent z_{t−1}), so γ[dZ̄] = max(g, z_{t−1}).
@@ -169,7 +173,15 @@ def sgd_updates(x, y, u, z, init, ca, cb, gs=0, *, g, alignment):
     S = ALIGNMENTS[alignment](x, y, u, z, init.b, g)  # γ[B_{t−1}ᵀ dZ̄], an r-vector
     dz_bar = gamma_sum(g, z) if alignment == "feedback" else g
     # ΔA Z ∝ s (Bᵀ dZ̄) ZᵀZ; ΔB = η s dZ̄ Z_Aᵀ
-    return contract(gamma_product(ca, gs, S), "n"), gamma_product(cb, gs, dz_bar, x)
+    dza, db = contract(gamma_product(ca, gs, S), "n"), gamma_product(cb, gs, dz_bar, x)
+    if not init.product_is_zero:
+        return dza, db, None
+    # δ³ = s·ΔB ΔZ_A ∝ dZ̄·⟨Z_A, Bᵀ dZ̄⟩ (an r-sum). With B_0A_0 = 0 (orthogonal halves) the leading pair
+    # ⟨A_0Z, B_0ᵀ dZ̄⟩ is exactly 0: what is left pairs A_0Z with (B − B_0)ᵀ dZ̄ (coherent over n, learned
+    # along dZ̄) and (A − A_0)Z (exponent v + 1) with Bᵀ dZ̄ (docs/theory.md §8.8)
+    ip = gamma_sum(gamma_product(contract(init.a, "n", coherent=False), u, dz_bar, 1),
+                   gamma_product(v, 1, S))
+    return dza, db, gamma_product(cb, gs, dz_bar, ca, gs, 1, ip)
 
 
 HALF = sympy.Rational(1, 2)

@@ -72,7 +72,7 @@ def output_exponents(init, lr_exponent=c, readout="sp", optimizer="adam", steps=
     out = [{"step": 0, "z_a": rows[0]["z_a"], "b_shift": -oo, "dz_a": -oo, "db": -oo, "out_delta1": -oo,
             "out_delta2": -oo, "out_delta3": -oo, "out_step": -oo, "out_drift": drift, "z_b": rows[0]["z_b"]}]
     for prev, row in zip(rows, rows[1:]):
-        dza, db = updates(prev["z_a"], prev["b"], prev["b_shift"], prev["z_b"], ie, ce, ce, 0)
+        dza, db, _ = updates(prev["z_a"], prev["b"], prev["b_shift"], prev["z_b"], ie, ce, ce, 0)
         # W_outᵀ(φ′ ⊙ B_{t−1}): B_0 independent of W_out (CLT), B − B_0 built from rows ∝ sign(W_out)
         read_b = gamma_sum(contract(gamma_product(w, ie.b), "n", False),
                            contract(gamma_product(w, prev["b_shift"]), "n"))
