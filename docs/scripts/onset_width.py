@@ -1,0 +1,53 @@
+"""Onset widths of the validation matrix's slow cells (docs/theory.md §9.5). One thread, a few minutes.
+
+    OMP_NUM_THREADS=1 python docs/scripts/onset_width.py
+
+1. Init[A], Adam, c = -3/4, r = 4, one sample: the multiplier s = α/r = 4 against s = 1 (the table at width n
+   with s = 4 against the table at n/16 with s = 1), and the s = 4 slopes over the widest widths.
+2. LoRA+ Init[A] at (c_A, c_B) = (-1, -1/4), C = 1: the rescaled Z_B, Z_A at step 4 against their n → ∞ limit.
+"""
+
+import warnings
+
+import numpy as np
+
+from lora_theory import simulate
+from lora_theory.config import ModelConfig, TrainConfig
+from lora_theory.fit import FitWarning, fit_exponent
+from lora_theory.limit.convergence import convergence_errors
+
+warnings.simplefilter("ignore", FitWarning)
+SEEDS, T = list(range(6)), 4
+
+
+def multiplier():
+    widths = [2 ** k for k in range(7, 17)]
+    tables = {}
+    for s in (1, 4):
+        df = simulate(widths=widths, inits="A", lr_exponent=-0.75, optimizers="adam", ranks=4, seeds=SEEDS,
+                      model=ModelConfig(alpha=4.0 * s, n_train=1), steps=T, progress=False)
+        tables[s] = df[df.step == T]
+    med = {s: t.groupby("width").z_b_rms.median() for s, t in tables.items()}
+    print("median RMS(Z_B) at step 4; s = 4 at width n | s = 1 at width n/16")
+    for n in widths[4:]:
+        print(f"  n = 2^{int(np.log2(n))}: {med[4][n]:.3f} | {med[1][n // 16]:.3f}")
+    wide = tables[4][tables[4].width >= 2 ** 13]
+    for stat in ("z_b_rms", "dz_b_rms", "delta1_rms"):
+        print(f"  s = 4, slope of {stat} over 2^13..2^16: {fit_exponent(wide, stat, method='width')}")
+
+
+def lora_plus():
+    widths = [2 ** k for k in range(8, 17, 2)]
+    e = convergence_errors("A", -1.0, 1.0, "adam", widths, (0, 1, 2, 3), T, (T, T), ("z_a_rms", "z_b_rms"),
+                           train_cfg=TrainConfig(steps=T, lr_ratio_exponent=0.75), coupled=False)
+    for stat in ("z_b_rms", "z_a_rms"):
+        sel = e[e.stat == stat]
+        means = sel[np.isfinite(sel.width)].groupby("width").value.mean()
+        print(f"rescaled {stat} at step 4, seed means: "
+              + ", ".join(f"2^{int(np.log2(n))}: {v:.2f}" for n, v in means.items())
+              + f"; limit {sel.limit.iloc[0]:.2f}")
+
+
+if __name__ == "__main__":
+    multiplier()
+    lora_plus()
