@@ -10,9 +10,9 @@ test: install lint
 test-all: install lint
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q lora_theory tests
 reproduce: install
-	$(PY) -m lora_theory figures
+	$(PY) -m lora_theory figures --workers 2
 figures:
-	$(PY) -m lora_theory figures
+	$(PY) -m lora_theory figures --workers 2
 figures-quick:
 	$(PY) -m lora_theory figures --quick --out figures/quick
 bench:

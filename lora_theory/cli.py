@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--out", type=_path, default=Path("figures"), help="output directory (default: figures)")
     fig.add_argument("--cache-dir", type=_path, default=Path(".lora_theory_cache"), help="where finished "
                      "sweep units are kept; reruns load them (default: .lora_theory_cache)")
+    fig.add_argument("--workers", type=int, default=1,
+                     help="processes for the sweeps, one torch thread each (default 1)")
     fig.set_defaults(run=commands.run_figures)
     val = sub.add_parser("validate", help="theory-vs-measurement matrix: inits × optimisers × c (resumable)",
                          description="Measure every statistic's width exponent in every cell of the matrix "

@@ -146,7 +146,8 @@ def run_figures(args: argparse.Namespace) -> int:
 
     check_dirs(args)
     check_unique("--only", args.only or [])
-    figures(out=args.out, only=args.only, quick=args.quick, cache_dir=args.cache_dir)
+    check_int("--workers", args.workers)
+    figures(out=args.out, only=args.only, quick=args.quick, cache_dir=args.cache_dir, workers=args.workers)
     return 0
 
 

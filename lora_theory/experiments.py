@@ -7,18 +7,22 @@ sweep share its runs. ``quick=True`` selects small widths and few steps (seconds
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .analysis import interpolated_optimal_lr, optimal_lr, optimal_lr_per_seed
+from .checks import check_int
 from .config import ModelConfig, TrainConfig
 from .fit import fit_exponent
 from .simulate import simulate
 
 __all__ = ["COORD_STATS", "DEFAULT_CACHE", "GRIDS", "LLM_RUNS", "TAU", "coord_sweeps", "fine_lr_grid",
-           "fit_dict", "layer_lr_sweep", "loss_optimal", "loss_optimal_refined", "refine_centres",
+           "fit_dict", "layer_lr_sweep", "loss_optimal", "loss_optimal_refined", "parallel", "refine_centres",
            "regime_sweep", "toy_config_summary", "toy_refine_cell", "toy_refine_sweep", "toy_summary",
            "toy_sweep"]
 
@@ -47,6 +51,34 @@ GRIDS = {  # (full, quick)
                 {"widths": [64, 128, 256, 512], "seeds": [0], "steps": 4, "c": [-1.5, -1.0, -0.5, 0.0]}),
 }
 COORD_STATS = ("z_a_rms", "z_b_rms", "delta1_rms", "delta2_rms", "delta3_rms")
+_POOL: dict = {"executor": None}  # set by :func:`parallel`
+
+
+@contextlib.contextmanager
+def parallel(workers: int = 1):
+    """Inside the block, the sweeps of this module run on ``workers`` processes with one torch thread each
+    (``workers=1``: here, as before). The numbers do not depend on it: every unit is seeded by itself.
+
+    >>> with parallel(1):
+    ...     pass
+    """
+    check_int("workers", workers, low=1)
+    if workers == 1:
+        yield
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch threads
+    with ProcessPoolExecutor(workers, mp_context=ctx) as executor:
+        _POOL["executor"] = executor
+        try:
+            yield
+        finally:
+            _POOL["executor"] = None
+
+
+def _run_kw() -> dict:
+    """``simulate`` keywords of the current :func:`parallel` block."""
+    ex = _POOL["executor"]
+    return {} if ex is None else {"executor": ex, "threads": 1}
 
 
 def toy_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
@@ -55,7 +87,7 @@ def toy_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
     model = ModelConfig(setting="toy", n_train=g["n_train"], readout="sp")
     cfg = TrainConfig(steps=g["steps"], record_every=max(1, g["steps"] // 10))
     return simulate(widths=g["widths"], lrs=g["lrs"], lr_exponent=None, inits=["A", "B"], seeds=g["seeds"],
-                    model=model, train_cfg=cfg, cache_dir=_cache(cache_dir))
+                    model=model, train_cfg=cfg, cache_dir=_cache(cache_dir), **_run_kw())
 
 
 def refine_centres(coarse: pd.DataFrame, step: float) -> dict[tuple[str, int], float]:
@@ -112,15 +144,28 @@ def toy_refine_sweep(quick: bool = False, cache_dir=None, coarse: pd.DataFrame |
     sits."""
     coarse = toy_sweep(quick, cache_dir) if coarse is None else coarse
     centres = refine_centres(coarse, GRIDS["toy_refine"][quick]["step"])
-    return pd.concat([toy_refine_cell(i, n, k, quick, cache_dir) for (i, n), k in centres.items()],
-                     ignore_index=True)
+    ex = _POOL["executor"]
+    if ex is None:
+        return pd.concat([toy_refine_cell(i, n, k, quick, cache_dir) for (i, n), k in centres.items()],
+                         ignore_index=True)
+    # one cell per worker, widest first (they cost the most); each worker runs its cell on one thread
+    order = sorted(centres, key=lambda key: -key[1])
+    futures = {key: ex.submit(_refine_one_thread, *key, centres[key], quick, cache_dir) for key in order}
+    return pd.concat([futures[key].result() for key in centres], ignore_index=True)
+
+
+def _refine_one_thread(init, width, centre_log2, quick, cache_dir) -> pd.DataFrame:
+    import torch
+
+    torch.set_num_threads(1)
+    return toy_refine_cell(init, width, centre_log2, quick, cache_dir)
 
 
 def layer_lr_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
     """Fine absolute learning-rate grid in the layer setting, for the feature-level maximal stable η."""
     g = GRIDS["layer_lr"][quick]
     return simulate(widths=g["widths"], lrs=g["lrs"], lr_exponent=None, inits=["A", "B"], seeds=g["seeds"],
-                    steps=g["steps"], cache_dir=_cache(cache_dir))
+                    steps=g["steps"], cache_dir=_cache(cache_dir), **_run_kw())
 
 
 def coord_sweeps(quick: bool = False, cache_dir=None) -> dict[str, tuple[float, pd.DataFrame]]:
@@ -132,7 +177,7 @@ def coord_sweeps(quick: bool = False, cache_dir=None) -> dict[str, tuple[float, 
     for init in ("A", "B"):
         c = max_stable_lr_exponent(init)
         out[init] = (c, simulate(widths=g["widths"], inits=init, lr_exponent=float(c), seeds=g["seeds"],
-                                 steps=g["steps"], progress=False, cache_dir=_cache(cache_dir)))
+                                 steps=g["steps"], progress=False, cache_dir=_cache(cache_dir), **_run_kw()))
     return out
 
 
@@ -140,7 +185,7 @@ def regime_sweep(quick: bool = False, cache_dir=None, inits=("A", "B", "AB")) ->
     """Layer-setting runs over the regime grid's learning-rate exponents c, for each init."""
     g = GRIDS["regimes"][quick]
     return simulate(widths=g["widths"], inits=list(inits), lr_exponent=g["c"], seeds=g["seeds"],
-                    steps=g["steps"], progress=False, cache_dir=_cache(cache_dir))
+                    steps=g["steps"], progress=False, cache_dir=_cache(cache_dir), **_run_kw())
 
 
 def loss_optimal(toy: pd.DataFrame):

@@ -31,6 +31,7 @@ from .experiments import (
     layer_lr_sweep,
     loss_optimal,
     loss_optimal_refined,
+    parallel,
     regime_sweep,
     toy_refine_sweep,
     toy_summary,
@@ -213,8 +214,9 @@ FIGURES = {"lr_scaling": fig_lr_scaling, "feature_norms": fig_feature_norms,
            "rank_scaling": fig_rank_scaling, "limit_convergence": fig_limit_convergence}
 
 
-def main(out="figures", only=None, quick: bool = False, cache_dir=DEFAULT_CACHE) -> dict:
-    """Build the figures named in ``only`` (default: all), write PNG + PDF and ``summary.json`` into ``out``.
+def main(out="figures", only=None, quick: bool = False, cache_dir=DEFAULT_CACHE, workers: int = 1) -> dict:
+    """Build the figures named in ``only`` (default: all), write PNG + PDF and ``summary.json`` into ``out``;
+    the sweeps run on ``workers`` processes (:func:`~lora_theory.experiments.parallel`).
 
     Each figure's files and summary entry are written as soon as it is built (``summary.json`` is
     replaced atomically), so an interrupted run keeps every finished figure.
@@ -227,6 +229,12 @@ def main(out="figures", only=None, quick: bool = False, cache_dir=DEFAULT_CACHE)
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    with parallel(workers):
+        _build(names, out, summary, summary_path, quick, cache_dir)
+    return summary
+
+
+def _build(names, out, summary, summary_path, quick, cache_dir) -> None:
     for name in names:
         t0 = time.perf_counter()
         try:
@@ -241,7 +249,6 @@ def main(out="figures", only=None, quick: bool = False, cache_dir=DEFAULT_CACHE)
         tmp.write_text(json.dumps(summary, indent=2, default=str))
         tmp.replace(summary_path)
         print(f"{name}: {summary[name]['seconds']} s -> {out / name}.png/.pdf", flush=True)
-    return summary
 
 
 def _norms_figure(toy: pd.DataFrame, widths: list[int]) -> tuple[Figure, dict]:

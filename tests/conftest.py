@@ -13,6 +13,13 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 torch.set_num_threads(int(os.environ.get("LORA_THEORY_THREADS", "2")))
 
 
+@pytest.fixture(scope="session")
+def sweep_cache(tmp_path_factory):
+    """One sweep cache for the quick figures and the notebooks of a test session, as a user's
+    `.lora_theory_cache` is shared by `lora-theory figures` and the notebooks (they run the same sweeps)."""
+    return tmp_path_factory.mktemp("sweep_cache")
+
+
 @pytest.fixture
 def gen():
     """A seeded CPU torch generator."""

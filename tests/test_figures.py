@@ -13,9 +13,10 @@ from lora_theory.figures import FIGURES, main
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    """One sweep cache for all figures, as `lora-theory figures` shares it (figures share sweeps)."""
-    return tmp_path_factory.mktemp("cache")
+def shared_cache(sweep_cache):
+    """One sweep cache for all figures, as `lora-theory figures` shares it (figures share sweeps); the
+    notebooks' quick runs use it too (conftest.py)."""
+    return sweep_cache
 
 
 def _lr_scaling(s):  # Init[A]'s maximal stable η falls more slowly with width than Init[B]'s
@@ -114,3 +115,15 @@ def test_cli_figures_quick(tmp_path, capsys):
     assert cli_main(["figures", "--quick", "--only", "regimes", "--out", str(tmp_path),
                      "--cache-dir", str(tmp_path / "cache")]) == 0
     assert (tmp_path / "regimes.png").exists() and "regimes" in capsys.readouterr().out
+
+
+def test_workers_give_the_same_numbers(tmp_path):
+    """The sweeps on two processes (coarse toy sweep, the refinement's cells, the layer sweep) give the
+    summary of one process; the second build loads nothing from the first's cache."""
+    one = main(out=tmp_path / "one", only=["lr_scaling"], quick=True, cache_dir=tmp_path / "c1")["lr_scaling"]
+    two = main(out=tmp_path / "two", only=["lr_scaling"], quick=True, cache_dir=tmp_path / "c2",
+               workers=2)["lr_scaling"]
+    for key in ("loss_optimal_slope", "loss_optimal_refined", "max_stable_slope", "lr_opt_log2"):
+        assert one[key] == two[key], key
+    with pytest.raises(ValueError, match="workers must be an integer"):
+        main(out=tmp_path, only=["regimes"], quick=True, workers=0)

@@ -25,9 +25,12 @@ def test_notebook_has_no_definitions_and_matches_its_percent_file(path):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """One working directory for all notebooks, so they share the sweep cache as a user's session would."""
-    return tmp_path_factory.mktemp("notebooks")
+def workdir(tmp_path_factory, sweep_cache):
+    """One working directory for all notebooks, so they share the sweep cache as a user's session would;
+    its `.lora_theory_cache` is the session's sweep cache, which the quick figure tests fill too."""
+    path = tmp_path_factory.mktemp("notebooks")
+    (path / ".lora_theory_cache").symlink_to(sweep_cache, target_is_directory=True)
+    return path
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

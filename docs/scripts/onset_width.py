@@ -5,6 +5,7 @@
 1. Init[A], Adam, c = -3/4, r = 4, one sample: the multiplier s = α/r = 4 against s = 1 (the table at width n
    with s = 4 against the table at n/16 with s = 1), and the s = 4 slopes over the widest widths.
 2. LoRA+ Init[A] at (c_A, c_B) = (-1, -1/4), C = 1: the rescaled Z_B, Z_A at step 4 against their n → ∞ limit.
+3. peft_orthogonal, Adam, c = -1: δ³ rescaled by n^{2c+1} per (seed, width) and step.
 """
 
 import warnings
@@ -48,6 +49,22 @@ def lora_plus():
               + f"; limit {sel.limit.iloc[0]:.2f}")
 
 
+def orthogonal_adam():
+    c = -1.0
+    df = simulate(widths=[2 ** k for k in range(7, 12)], inits="peft_orthogonal", lr_exponent=c,
+                  optimizers="adam", seeds=list(range(12)), model=ModelConfig(n_train=1), steps=T, progress=False)
+    df = df.assign(scaled=df.delta3_rms / df.width ** (2 * c + 1))
+    one = df[df.step == 1]
+    print(f"peft_orthogonal, Adam, c = -1, 12 seeds: δ³ exactly 0 at step 1 in {int((one.scaled == 0).sum())} "
+          f"of {len(one)} runs; the others: {one.scaled[one.scaled > 0].min():.2f}..{one.scaled.max():.2f}")
+    for step in range(1, T + 1):
+        med = df[df.step == step].groupby("width").scaled.median()
+        print(f"  step {step}, median δ³/n^(2c+1): " + ", ".join(f"{v:.3f}" for v in med))
+    for step in range(2, T + 1):
+        print(f"  step {step}, slope of δ³: {fit_exponent(df[df.step == step], 'delta3_rms', method='width')}")
+
+
 if __name__ == "__main__":
     multiplier()
     lora_plus()
+    orthogonal_adam()

@@ -131,6 +131,15 @@ def frontier(items) -> list:
     """Distinct pieces, without those below another piece by a positive constant or by a multiple of
     ``rho`` (≥ 0): such a piece is never the max."""
     items = list(dict.fromkeys(sympy.expand(i) for i in items))
+    if not any(rho in p.free_symbols for p in items):
+        # without ρ, q − p is a number exactly when q and p share their symbolic part: keep the largest
+        # constant of each symbolic part, in order of first appearance (the same result, in O(k))
+        best: dict = {}
+        for p in items:
+            k, rest = p.as_coeff_Add()
+            if rest not in best or k > best[rest][0]:
+                best[rest] = (k, p)
+        return [p for p in items if best[p.as_coeff_Add()[1]][1] is p]
     return [p for p in items if not any(q is not p and _at_least(q - p) for q in items)]
 
 
