@@ -55,8 +55,9 @@ def orthogonal_adam():
                   optimizers="adam", seeds=list(range(12)), model=ModelConfig(n_train=1), steps=T, progress=False)
     df = df.assign(scaled=df.delta3_rms / df.width ** (2 * c + 1))
     one = df[df.step == 1]
-    print(f"peft_orthogonal, Adam, c = -1, 12 seeds: δ³ exactly 0 at step 1 in {int((one.scaled == 0).sum())} "
-          f"of {len(one)} runs; the others: {one.scaled[one.scaled > 0].min():.2f}..{one.scaled.max():.2f}")
+    zero = one.scaled < 1e-3  # the sign sum of two orthogonal r-vectors vanishes: only Adam's ε is left
+    print(f"peft_orthogonal, Adam, c = -1, 12 seeds: δ³/n^(2c+1) at step 1 is below 1e-3 in {int(zero.sum())} "
+          f"of {len(one)} runs; the others: {one.scaled[~zero].min():.2f}..{one.scaled.max():.2f}")
     for step in range(1, T + 1):
         med = df[df.step == step].groupby("width").scaled.median()
         print(f"  step {step}, median δ³/n^(2c+1): " + ", ".join(f"{v:.3f}" for v in med))
