@@ -6,6 +6,7 @@
    with s = 4 against the table at n/16 with s = 1), and the s = 4 slopes over the widest widths.
 2. LoRA+ Init[A] at (c_A, c_B) = (-1, -1/4), C = 1: the rescaled Z_B, Z_A at step 4 against their n → ∞ limit.
 3. peft_orthogonal, Adam, c = -1: δ³ rescaled by n^{2c+1} per (seed, width) and step.
+4. Init[AB], SGD, c = -9/8 (c*_4 - 1/4) at C = 1 and 1/4: per-step slopes, n = 2^7..2^13.
 """
 
 import warnings
@@ -65,7 +66,19 @@ def orthogonal_adam():
         print(f"  step {step}, slope of δ³: {fit_exponent(df[df.step == step], 'delta3_rms', method='width')}")
 
 
+def ab_sgd():
+    stats = ("z_a_rms", "z_b_rms", "delta1_rms", "delta2_rms", "delta3_rms")
+    for C in (1.0, 0.25):
+        df = simulate(widths=[2 ** k for k in range(7, 14)], inits="AB", lr_exponent=-1.125, lrs=C,
+                      optimizers="sgd", seeds=SEEDS, model=ModelConfig(n_train=1), steps=T, progress=False)
+        for step in range(1, T + 1):
+            d = df[df.step == step]
+            print(f"AB, SGD, c = -9/8, C = {C}, step {step}: "
+                  + " ".join(f"{s}: {fit_exponent(d, s, method='width').slope:+.3f}" for s in stats))
+
+
 if __name__ == "__main__":
     multiplier()
     lora_plus()
     orthogonal_adam()
+    ab_sgd()
