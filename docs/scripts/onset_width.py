@@ -53,17 +53,20 @@ def lora_plus():
 def orthogonal_adam():
     c = -1.0
     df = simulate(widths=[2 ** k for k in range(7, 12)], inits="peft_orthogonal", lr_exponent=c,
-                  optimizers="adam", seeds=list(range(12)), model=ModelConfig(n_train=1), steps=T, progress=False)
+                  optimizers="adam", seeds=list(range(12)), model=ModelConfig(n_train=1), steps=T,
+                  progress=False)
     df = df.assign(scaled=df.delta3_rms / df.width ** (2 * c + 1))
     one = df[df.step == 1]
     zero = one.scaled < 1e-3  # the sign sum of two orthogonal r-vectors vanishes: only Adam's ε is left
-    print(f"peft_orthogonal, Adam, c = -1, 12 seeds: δ³/n^(2c+1) at step 1 is below 1e-3 in {int(zero.sum())} "
-          f"of {len(one)} runs; the others: {one.scaled[~zero].min():.2f}..{one.scaled.max():.2f}")
+    print(f"peft_orthogonal, Adam, c = -1, 12 seeds: δ³/n^(2c+1) at step 1 is below 1e-3 in "
+          f"{int(zero.sum())} of {len(one)} runs; the others: "
+          f"{one.scaled[~zero].min():.2f}..{one.scaled.max():.2f}")
     for step in range(1, T + 1):
         med = df[df.step == step].groupby("width").scaled.median()
         print(f"  step {step}, median δ³/n^(2c+1): " + ", ".join(f"{v:.3f}" for v in med))
     for step in range(2, T + 1):
-        print(f"  step {step}, slope of δ³: {fit_exponent(df[df.step == step], 'delta3_rms', method='width')}")
+        e = fit_exponent(df[df.step == step], "delta3_rms", method="width")
+        print(f"  step {step}, slope of δ³: {e}")
 
 
 def ab_sgd():

@@ -1,12 +1,17 @@
-"""Fig. 2 refinement in float32 vs float64: one cell (Init[A], n = 4096, 9 η on the 2^{1/4} grid, 10 seeds, 200 steps).
+"""Fig. 2 refinement in float32 vs float64: one cell (Init[A], n = 4096, 9 η on the 2^{1/4} grid,
+10 seeds, 200 steps).
 
     OMP_NUM_THREADS=1 python docs/scripts/refine_float32.py
 """
-import time, numpy as np
+import time
+
+import numpy as np
+
 from lora_theory import simulate
+from lora_theory.analysis import interpolated_optimal_lr
 from lora_theory.config import ModelConfig, TrainConfig
 from lora_theory.experiments import fine_lr_grid
-from lora_theory.analysis import interpolated_optimal_lr
+
 out = {}
 for dt in ("float32", "float64"):
     t = time.perf_counter()
