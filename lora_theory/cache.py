@@ -26,10 +26,14 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import pickle
 import socket
+import sys
 import tempfile
+import threading
+import time
 import warnings
 from concurrent.futures import Executor, as_completed
 from pathlib import Path
@@ -43,7 +47,7 @@ from .checks import check_bool, check_dir, check_executor, lookup
 log = logging.getLogger("lora_theory")
 RECORD_FORMAT = 1  # layout of a record file (not of the numbers: tasks version those in their keys)
 
-__all__ = ["CODECS", "Task", "execute", "make_key", "read_all"]
+__all__ = ["CODECS", "Task", "execute", "exit_with_parent", "make_key", "read_all"]
 
 
 class Task(Protocol):
@@ -253,3 +257,41 @@ def _native(value):
 
 
 CODECS = {"pickle": (".pkl", _pickle_dump, _pickle_load), "json": (".json", _json_dump, _json_load)}
+
+
+def exit_with_parent() -> None:
+    """Pool initializer (``ProcessPoolExecutor(initializer=exit_with_parent)``): a daemon thread that ends
+    this worker once its parent is gone and it is idle.
+
+    An orphaned ``ProcessPoolExecutor`` worker otherwise finishes its task and then waits forever for the
+    next one. The thread waits for the parent to die, then exits as soon as the worker's main thread is no
+    longer running a task (only the pool's own frames on its stack), so the run in progress is finished
+    and stored first.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not a child process
+        return
+
+    def watch():
+        parent.join()  # returns when the parent process has ended
+        while _running_a_task():
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _running_a_task() -> bool:
+    """True unless the main thread's stack holds only the pool's own frames (its loop waiting for a task,
+    or sending a result that the dead parent will never read: a large one blocks on the full pipe)."""
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    while frame is not None:
+        if frame.f_code.co_name == "_process_worker":  # the pool's loop, reached through pool frames only
+            return False
+        if not any(f"{os.sep}{part}{os.sep}" in frame.f_code.co_filename for part in _POOL_CODE):
+            return True  # a task's frame
+        frame = frame.f_back
+    return True
+
+
+_POOL_CODE = ("multiprocessing", f"concurrent{os.sep}futures")  # where the pool's frames come from

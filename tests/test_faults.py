@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from lora_theory import simulate
+from lora_theory.cache import exit_with_parent
 from lora_theory.cli import main as cli
 
 GRID = dict(widths=[32, 64], lrs=[0.5, 1.0], inits="A", seeds=[0, 1], steps=2, progress=False)
@@ -181,7 +182,8 @@ _KILLED_POOL_PARENT = """
 import multiprocessing, os, signal, threading
 from concurrent.futures import ProcessPoolExecutor
 from lora_theory import simulate
-from lora_theory.llm.__main__ import _exit_with_parent
+from lora_theory.cache import exit_with_parent
+from lora_theory.cache import exit_with_parent as _exit_with_parent
 
 if __name__ == "__main__":
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
@@ -228,3 +230,13 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as fh:  # a zombie (exited, not yet reaped by init) is not alive
         return fh.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_llm_pool_initializer_is_importable_by_spawned_workers():
+    """``python -m lora_theory.llm --workers 2`` runs its module as ``__main__``; spawned workers unpickle the
+    pool initializer by reference, which fails for a function defined there (BrokenProcessPool at the first
+    run, session 4). It must come from an importable module."""
+    from lora_theory.llm.__main__ import POOL_INITIALIZER
+
+    assert not POOL_INITIALIZER.__module__.endswith("__main__"), POOL_INITIALIZER.__module__
+    assert POOL_INITIALIZER is exit_with_parent

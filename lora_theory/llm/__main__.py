@@ -17,21 +17,23 @@ import argparse
 import json
 import logging
 import multiprocessing
-import os
 import sys
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
 
+from ..cache import exit_with_parent
 from ..checks import check_dir
 from .config import PRESETS, LlmConfig
 from .data import DATASETS
 from .sweep import combine_examples, combine_runs, lr_table, plot_lr_sweep, preset_sweep
 from .verdict import largest_stable_lr, mean_optimum, paired_difference, seed_optima, width_ratios
 from .width import write_probe
+
+# spawned workers unpickle the initializer by reference, so it must live in an importable module, not in
+# this file, which runs as ``__main__`` under ``python -m`` (a function defined here breaks the pool)
+POOL_INITIALIZER = exit_with_parent
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -65,7 +67,7 @@ def main(argv=None) -> pd.DataFrame:
             kw = {"out_dir": out / "runs", "config": LlmConfig(threads=args.threads)}
             if args.workers > 1:
                 with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_exit_with_parent) as pool:
+                                         initializer=POOL_INITIALIZER) as pool:
                     preset_sweep(args.preset, executor=pool, **kw)
             else:
                 preset_sweep(args.preset, **kw)
@@ -107,43 +109,6 @@ def verdict(df: pd.DataFrame, run_dir, preset: str) -> dict:
     if preset == "width" and len(both) > 1 and both.all():  # a partial sweep: no ratio yet
         tables["width_ratios"] = width_ratios(df, "peft_true", "B", chance)
     return {k: v.to_dict("records") if isinstance(v, pd.DataFrame) else v for k, v in tables.items()}
-
-
-def _exit_with_parent() -> None:
-    """Pool initializer: a daemon thread that ends this worker once its parent is gone and it is idle.
-
-    An orphaned ``ProcessPoolExecutor`` worker otherwise finishes its task and then waits forever for the
-    next one. The thread waits for the parent to die, then exits as soon as the worker's main thread is no
-    longer running a task (only the pool's own frames on its stack), so the run in progress is finished
-    and stored first.
-    """
-    parent = multiprocessing.parent_process()
-    if parent is None:  # not a child process
-        return
-
-    def watch():
-        parent.join()  # returns when the parent process has ended
-        while _running_a_task():
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def _running_a_task() -> bool:
-    """True unless the main thread's stack holds only the pool's own frames (its loop waiting for a task,
-    or sending a result that the dead parent will never read: a large one blocks on the full pipe)."""
-    frame = sys._current_frames().get(threading.main_thread().ident)
-    while frame is not None:
-        if frame.f_code.co_name == "_process_worker":  # the pool's loop, reached through pool frames only
-            return False
-        if not any(f"{os.sep}{part}{os.sep}" in frame.f_code.co_filename for part in _POOL_CODE):
-            return True  # a task's frame
-        frame = frame.f_back
-    return True
-
-
-_POOL_CODE = ("multiprocessing", f"concurrent{os.sep}futures")  # where the pool's frames come from
 
 
 if __name__ == "__main__":
