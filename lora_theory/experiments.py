@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import interpolated_optimal_lr, optimal_lr, optimal_lr_per_seed
+from .cache import exit_with_parent
 from .checks import check_int
 from .config import ModelConfig, TrainConfig
 from .fit import fit_exponent
@@ -67,7 +68,7 @@ def parallel(workers: int = 1):
         yield
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch threads
-    with ProcessPoolExecutor(workers, mp_context=ctx) as executor:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent) as executor:
         _POOL["executor"] = executor
         try:
             yield
@@ -84,10 +85,17 @@ def _run_kw() -> dict:
 def toy_sweep(quick: bool = False, cache_dir=None) -> pd.DataFrame:
     """The toy learning-rate sweep shared by lr_scaling, feature_norms and loss_heatmap (SP readout)."""
     g = GRIDS["toy"][quick]
-    model = ModelConfig(setting="toy", n_train=g["n_train"], readout="sp")
-    cfg = TrainConfig(steps=g["steps"], record_every=max(1, g["steps"] // 10))
+    model, cfg = _toy_configs(quick)
     return simulate(widths=g["widths"], lrs=g["lrs"], lr_exponent=None, inits=["A", "B"], seeds=g["seeds"],
                     model=model, train_cfg=cfg, cache_dir=_cache(cache_dir), **_run_kw())
+
+
+def _toy_configs(quick: bool) -> tuple[ModelConfig, TrainConfig]:
+    """The toy's model (SP readout) and training of ``GRIDS["toy"]``, shared by the coarse sweep and the
+    refinement."""
+    g = GRIDS["toy"][quick]
+    return (ModelConfig(setting="toy", n_train=g["n_train"], readout="sp"),
+            TrainConfig(steps=g["steps"], record_every=max(1, g["steps"] // 10)))
 
 
 def refine_centres(coarse: pd.DataFrame, step: float) -> dict[tuple[str, int], float]:
@@ -113,9 +121,8 @@ def toy_refine_cell(init: str, width: int, centre_log2: float, quick: bool = Fal
     ``GRIDS["toy_refine"]`` on its fine grid, ``octaves`` either side of 2^``centre_log2``. While some seed's
     loss is lowest at an end of the grid, that end is extended by ``extend`` points, at most ``max_extend``
     times. Each call to ``simulate`` is cached per unit, so a rerun loads what is done."""
-    g, f = GRIDS["toy"][quick], GRIDS["toy_refine"][quick]
-    model = ModelConfig(setting="toy", n_train=g["n_train"], readout="sp")
-    cfg = TrainConfig(steps=g["steps"], record_every=max(1, g["steps"] // 10))
+    f = GRIDS["toy_refine"][quick]
+    model, cfg = _toy_configs(quick)
 
     def run(lo, hi):
         return simulate(widths=[width], lrs=fine_lr_grid(centre_log2, f["step"], lo, hi), lr_exponent=None,

@@ -230,25 +230,21 @@ def main(out="figures", only=None, quick: bool = False, cache_dir=DEFAULT_CACHE,
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     with parallel(workers):
-        _build(names, out, summary, summary_path, quick, cache_dir)
+        for name in names:
+            t0 = time.perf_counter()
+            try:
+                fig, numbers = FIGURES[name](quick=quick, cache_dir=cache_dir)
+            except ImportError as err:  # an optional extra is missing: say so, build the others
+                print(f"{name}: skipped ({err}; install it with: pip install -e '.[llm]')", flush=True)
+                continue
+            for ext in ("png", "pdf"):
+                _atomic_save(fig, out / f"{name}.{ext}")
+            summary[name] = {"seconds": round(time.perf_counter() - t0, 1), "quick": quick, **numbers}
+            tmp = summary_path.with_name(summary_path.name + ".part")
+            tmp.write_text(json.dumps(summary, indent=2, default=str))
+            tmp.replace(summary_path)
+            print(f"{name}: {summary[name]['seconds']} s -> {out / name}.png/.pdf", flush=True)
     return summary
-
-
-def _build(names, out, summary, summary_path, quick, cache_dir) -> None:
-    for name in names:
-        t0 = time.perf_counter()
-        try:
-            fig, numbers = FIGURES[name](quick=quick, cache_dir=cache_dir)
-        except ImportError as err:  # an optional extra is missing: say so, build the others
-            print(f"{name}: skipped ({err}; install it with: pip install -e '.[llm]')", flush=True)
-            continue
-        for ext in ("png", "pdf"):
-            _atomic_save(fig, out / f"{name}.{ext}")
-        summary[name] = {"seconds": round(time.perf_counter() - t0, 1), "quick": quick, **numbers}
-        tmp = summary_path.with_name(summary_path.name + ".part")
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        tmp.replace(summary_path)
-        print(f"{name}: {summary[name]['seconds']} s -> {out / name}.png/.pdf", flush=True)
 
 
 def _norms_figure(toy: pd.DataFrame, widths: list[int]) -> tuple[Figure, dict]:

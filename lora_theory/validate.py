@@ -197,10 +197,15 @@ def figure(matrix: pd.DataFrame, regimes: pd.DataFrame) -> Figure:
     return fig
 
 
-def _sweep(cell: Cell, widths, quick: bool, cache_dir) -> pd.DataFrame:
+def _configs(cell: Cell) -> tuple[ModelConfig, TrainConfig]:
+    """The cell's model (multiplier; 8 samples for SignSGD, whose one-sample steps oscillate) and training."""
     model = ModelConfig(alpha=cell.alpha, scaling=cell.scaling,
                         n_train=8 if cell.optimizer == "signsgd" else 1)
-    cfg = TrainConfig(steps=STEPS, lr_ratio_exponent=cell.c_b - cell.c_a)
+    return model, TrainConfig(steps=STEPS, lr_ratio_exponent=cell.c_b - cell.c_a)
+
+
+def _sweep(cell: Cell, widths, quick: bool, cache_dir) -> pd.DataFrame:
+    model, cfg = _configs(cell)
     return simulate(widths=list(widths), inits=cell.init, lr_exponent=cell.c_a, optimizers=cell.optimizer,
                     ranks=cell.rank, seeds=list(SEEDS[quick]), model=model, train_cfg=cfg,
                     cache_dir=cache_dir, progress=False)
@@ -242,9 +247,7 @@ def _trend(row: dict, last_large: pd.DataFrame, stat: str, gamma: float) -> dict
 def _limit_errors(cell: Cell, quick: bool, cache_dir) -> pd.DataFrame | None:
     """The coupled errors (``limit.convergence_errors``) of every compared statistic at step T, or None
     where the cell's limit is not derived."""
-    model = ModelConfig(alpha=cell.alpha, scaling=cell.scaling,
-                        n_train=8 if cell.optimizer == "signsgd" else 1)
-    cfg = TrainConfig(steps=STEPS, lr_ratio_exponent=cell.c_b - cell.c_a)
+    model, cfg = _configs(cell)
     try:
         check_limit(model, cell.init, cell.c_a, cell.optimizer, cfg)
     except ValueError:

@@ -31,8 +31,8 @@ gamma_alpha = sympy.Symbol("gamma_alpha", real=True)  # multiplier convention: s
 SCALINGS = {"lora": sympy.Integer(1), "rslora": sympy.Rational(1, 2), "constant": sympy.Integer(0)}  # γ_α
 
 __all__ = ["SCALINGS", "c", "c_A", "c_B", "contract", "exact", "frontier", "gamma_A", "gamma_B",
-           "gamma_alpha", "gamma_product", "gamma_sum", "max_of", "pieces", "reduce_on_box", "rel", "rho",
-           "scaling_exponent"]
+           "gamma_alpha", "gamma_product", "gamma_sum", "max_c", "max_of", "pieces", "reduce_on_box", "rel",
+           "rho", "scaling_exponent"]
 
 
 def gamma_product(*gammas):
@@ -141,6 +141,27 @@ def frontier(items) -> list:
                 best[rest] = (k, p)
         return [p for p in items if best[p.as_coeff_Add()[1]][1] is p]
     return [p for p in items if not any(q is not p and _at_least(q - p) for q in items)]
+
+
+def max_c(constraints):
+    """(c*, condition that some c-free piece is > 0) for the constraints e ≤ 0 on max-plus expressions in
+    ``c`` whose pieces m·c + k have m ≥ 0: c* = min over the pieces with m > 0 of −k/m (oo if none).
+
+    >>> max_c([Max(c + 1, 2 * c), Rational(-1, 2)])
+    (-1, False)
+    """
+    bounds, free = [], []
+    for p in frontier(q for e in constraints for q in pieces(e)):
+        m, k = p.diff(c), p.subs(c, 0)
+        if not (m.is_number and m >= 0):
+            raise ValueError(f"exponent piece {p} is not non-decreasing in c")
+        if m:
+            bounds.append(-k / m)
+        elif k.free_symbols <= {rho} and k.subs(rho, 0) <= 0 and k.subs(rho, 1) <= 0:
+            continue  # affine in ρ and ≤ 0 at both ends: never > 0 for 0 ≤ ρ < 1
+        else:
+            free.append(k > 0)
+    return (sympy.Min(*bounds) if bounds else oo), sympy.Or(*free)
 
 
 def rel(op, expr):

@@ -27,6 +27,7 @@ from .algebra import (
     gamma_A,
     gamma_B,
     gamma_sum,
+    max_c,
     pieces,
     reduce_on_box,
     rel,
@@ -108,7 +109,7 @@ def max_stable_lr_exponent(init, optimizer="adam", steps=4, lr_ratio_exponent=0,
     """
     ratio = exact(lr_ratio_exponent, "lr_ratio_exponent")
     rows = _rows(init, (c, c + ratio), optimizer, steps, rank_exponent, scaling, sgd_kw)
-    cstar, unstable = _solve_max_c([row["z_b"] for row in rows])
+    cstar, unstable = max_c([row["z_b"] for row in rows])
     return reduce_on_box(Piecewise((-oo, unstable), (cstar, True)), {rho: (0, 1)})
 
 
@@ -223,22 +224,6 @@ def _rows(init, lrs, optimizer, steps, rank_exponent, scaling, sgd_kw):
     """The recursion's rows for a validated (c_A, c_B), at rank exponent ρ and multiplier convention γ_α."""
     rank = rank_scaling(rank_exponent, scaling)
     return trajectory(init_exponents(init, rank.rho), *lrs, update_rule(optimizer, sgd_kw)[0], steps, rank)
-
-
-def _solve_max_c(zs):
-    """(c*, condition that some c-free piece is > 0) for the constraints z ≤ 0."""
-    bounds, free = [], []
-    for p in frontier(q for z in zs for q in pieces(z)):
-        m, k = p.diff(c), p.subs(c, 0)
-        if not (m.is_number and m >= 0):
-            raise ValueError(f"exponent piece {p} is not non-decreasing in c")
-        if m:
-            bounds.append(-k / m)
-        elif k.free_symbols <= {rho} and k.subs(rho, 0) <= 0 and k.subs(rho, 1) <= 0:
-            continue  # affine in ρ and ≤ 0 at both ends: never > 0 for 0 ≤ ρ < 1
-        else:
-            free.append(k > 0)
-    return (Min(*bounds) if bounds else oo), Or(*free)
 
 
 def _solve_clause(eqs, stable):

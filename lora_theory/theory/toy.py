@@ -28,7 +28,7 @@ import sympy
 from sympy import Rational, oo
 
 from ..checks import lookup
-from .algebra import c, contract, exact, frontier, gamma_product, gamma_sum, pieces
+from .algebra import c, contract, exact, gamma_product, gamma_sum, max_c
 from .recursion import check_steps, init_exponents, trajectory, update_rule
 
 omega = sympy.Symbol("omega", real=True)  # γ[W_out entries]
@@ -102,15 +102,9 @@ def loss_optimal_exponent(init, readout="sp", optimizer="adam", steps=4, stable_
     """
     table = output_exponents(init, c, readout, optimizer, steps)
     constraints = list(table.out_drift) + (list(table.z_b) if stable_features else [])
-    bounds = []
-    for p in frontier(q for e in constraints for q in pieces(e)):
-        m, k = p.diff(c), p.subs(c, 0)
-        if not (m.is_number and m >= 0):
-            raise ValueError(f"exponent piece {p} is not non-decreasing in c")
-        if m:
-            bounds.append(-k / m)
-        elif not k.is_number:
-            raise ValueError(f"the init's own output change {k} needs a numeric readout exponent")
-        elif k > 0:
-            return -oo
-    return sympy.Min(*bounds) if bounds else oo
+    cstar, unstable = max_c(constraints)
+    if unstable == sympy.true:  # a c-free piece > 0: the init alone moves the output by a growing amount
+        return -oo
+    if unstable != sympy.false:
+        raise ValueError(f"the init's own output change ({unstable}) needs a numeric readout exponent")
+    return cstar
