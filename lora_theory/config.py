@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
 
+import numpy as np
+
 from .checks import check_finite, check_int, check_positive, is_real
 
 SettingName = Literal["layer", "toy"]
@@ -134,6 +136,21 @@ class TrainConfig:
         16.0
         """
         return self.lr_ratio * n ** self.lr_ratio_exponent
+
+    def lr_b(self, const, exponent, n: float):
+        """η_B for η_A = ``const``·n^``exponent`` (``exponent`` NaN: the absolute η_A = ``const``), as the
+        single power ``const · lr_ratio · n**(exponent + lr_ratio_exponent)``, so that it is also defined at
+        n = ∞ (0 or ∞, where η_A · :meth:`lr_b_factor` would be 0·∞); numpy arrays broadcast.
+
+        >>> float(TrainConfig(lr_ratio_exponent=0.5).lr_b(2.0, -1.0, 4.0))
+        1.0
+        >>> float(TrainConfig().lr_b(2.0, float("nan"), 4.0))  # absolute η_A = 2
+        2.0
+        >>> float(TrainConfig(lr_ratio_exponent=0.75).lr_b(1.0, -1.0, float("inf")))
+        0.0
+        """
+        exponent = np.where(np.isnan(exponent), 0.0, exponent)
+        return const * self.lr_ratio * np.float64(n) ** (exponent + self.lr_ratio_exponent)
 
 
 def _check_literals(cfg: object) -> None:

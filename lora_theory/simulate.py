@@ -227,10 +227,7 @@ def _to_frame(unit: Unit, trace, eta: np.ndarray) -> pd.DataFrame:
     il, i_s, it = (a.ravel() for a in np.meshgrid(np.arange(L), np.arange(S), np.arange(T), indexing="ij"))
     consts = np.array([lr.const for lr in unit.lrs], dtype=float)
     exps = np.array([np.nan if lr.exponent is None else lr.exponent for lr in unit.lrs], dtype=float)
-    if math.isinf(unit.width):  # η_B = C·ratio·n^(c + ρ) at n = ∞ (0 or ∞), not 0·∞
-        lr_b = consts * unit.train.lr_ratio * np.float64(unit.width) ** (exps + unit.train.lr_ratio_exponent)
-    else:
-        lr_b = eta * unit.train.lr_b_factor(unit.width)
+    lr_b = unit.train.lr_b(consts, exps, unit.width)
     cols = {"setting": unit.model.setting, "init": unit.init, "optimizer": unit.optimizer,
             "width": unit.width,
             "rank": unit.rank, "lr": eta[il], "lr_b": lr_b[il],

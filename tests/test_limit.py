@@ -127,7 +127,10 @@ def test_finite_widths_converge_at_large_width(init, c, C):
 INITS = ["A", "B", "AB", "AB_raw", "peft_true", "peft_gaussian", "peft_false"]
 STATS = ("z_a_rms", "z_b_rms", "dz_b_rms", "delta1_rms", "delta2_rms", "delta3_rms", "b_shift_rms",
          "a_shift_rms", "loss")
-KS = (64, 96, 128)  # n_∞ = 2^K
+KS = (48, 72, 96)  # n_∞ = 2^K. Not up to the default K = 128: float64 resolves a sub-leading term of relative
+# size 2^(-K·gap) only while K·gap < 53, and where an exact cancellation leaves a sign to such a term the
+# value then moves with K by round-off (SignSGD, Init[B], c*, N = 2, r = 4, step 3: Z_A 0.56046298 for
+# K = 48..112, 0.56046346 at 120, 0.56050021 at 128; docs/theory.md §12.3)
 
 
 @settings(max_examples=10, deadline=None)
@@ -137,10 +140,10 @@ KS = (64, 96, 128)  # n_∞ = 2^K
 def test_limit_statistics_are_finite_and_vanish_where_the_calculus_says(init, optimizer, below, C, n_train,
                                                                         rank):
     """Every rescaled statistic v = stat·n^{-γ} of the limit converges as n_∞ grows: it is finite and its
-    change from 2^96 to 2^128 is no larger than from 2^64 to 2^96 (v = L + a·n^{-g} shrinks its increments
-    by 2^{-32g}; a statistic growing like n^{γ+δ} would grow them by 2^{32δ}). Exact zeros (γ = −∞) are 0.
+    change from 2^72 to 2^96 is no larger than from 2^48 to 2^72 (v = L + a·n^{-g} shrinks its increments
+    by 2^{-24g}; a statistic growing like n^{γ+δ} would grow them by 2^{24δ}). Exact zeros (γ = −∞) are 0.
     Below c*, a statistic whose exponent at c is below its exponent at c* has limit 0 once rescaled by the
-    latter: stat·n^{-γ(c*)} = v·n^{γ(c) − γ(c*)} falls from 2^96 to 2^128.
+    latter: stat·n^{-γ(c*)} = v·n^{γ(c) − γ(c*)} falls from 2^72 to 2^96.
 
     Measured, not asserted: the limit can be 0 where the calculus assumes no cancellation (SignSGD, AB,
     step 2), and near c*_∞ = −1 (SGD) gaps of about 0.05 make n_∞ = 2^128 only about 1% from the limit."""
@@ -160,5 +163,5 @@ def test_limit_statistics_are_finite_and_vanish_where_the_calculus_says(init, op
             assert abs(v[2] - v[1]) <= abs(v[1] - v[0]) + 1e-9 * v[2] + 1e-300, (stat, t, v)
             gap = own[stat][t] - top[stat][t]
             if gap < 0:  # rescaled by the exponent at c*: stat·n^{-γ(c*)} = v·n^{gap}
-                at_top = [v[1] * 2.0 ** (96 * gap), v[2] * 2.0 ** (128 * gap)]
+                at_top = [v[1] * 2.0 ** (KS[1] * gap), v[2] * 2.0 ** (KS[2] * gap)]
                 assert at_top[1] < at_top[0] or at_top[0] == 0, (stat, t, at_top)
