@@ -13,6 +13,8 @@
    steps cancel once the feedback leads) and the slopes of ΔZ_B, δ¹, δ³ over the widest windows.
 5. LoRA+ Init[B], Adam, (c_A, c_B) = (−1, −1/4): rescaled statistics at step 4 over n = 2^7..2^21 and their
    n → ∞ limit (a dip near 2^13, then a monotone approach).
+6. Init[B], SGD, c*_4 = −15/8: Z_A at step 4 to 2^22 against the limit and a scalar gradient-descent model
+   (the SGD form of the same feedback: loop gain ηκ = C·n^{c+2}/r).
 """
 
 import math
@@ -126,7 +128,24 @@ def lora_plus_init_b():
         print(f"  {stat}: " + ", ".join(f"{v:.3f}" for v in med.values[:-1]) + f" | {med.values[-1]:.3f}")
 
 
-PARTS = (crossover_ratio, init_b_adam, orthogonal_adam_split, orthogonal_adam_shift, lora_plus_init_b)
+def sgd_init_b_at_cstar():
+    c, widths = -1.875, [2 ** k for k in range(8, 23, 2)]
+    df = simulate(widths=widths + [math.inf], inits="B", lr_exponent=c, optimizers="sgd", seeds=range(4),
+                  model=ONE, steps=T, progress=False)
+    d = df[df.step == T]
+    med = d.groupby("width").z_a_rms_scaled.mean()
+    gain = np.array([n ** (c + 2) / 4 for n in widths])  # η·‖Z‖²·λ(B_0ᵀB_0) = C·n^(c+2)/r, C = 1, r = 4
+    model = np.array(widths) ** -0.5 * np.abs(1 - (1 - gain) ** T)  # x_T = x*·(1 − (1 − ηκ)^T), x* ∝ n^(-1/2)
+    print(f"6. Init[B], SGD, c*_4 = {c}, step {T}, 4 seeds: seed-mean Z_A·n^0 at n = 2^8, ..., 2^22 | limit")
+    print("  measured: " + ", ".join(f"{v:.4f}" for v in med.values[:-1]) + f" | {med.values[-1]:.4f}")
+    print("  loop gain ηκ = n^(1/8)/4: " + ", ".join(f"{g:.2f}" for g in gain))
+    ratio = med.values[:-1] / model
+    print("  measured / (n^(-1/2)·|1 − (1 − ηκ)^T|), scalar gradient-descent model: "
+          + ", ".join(f"{v:.2f}" for v in ratio))
+
+
+PARTS = (crossover_ratio, init_b_adam, orthogonal_adam_split, orthogonal_adam_shift, lora_plus_init_b,
+         sgd_init_b_at_cstar)
 
 if __name__ == "__main__":
     import sys
