@@ -15,6 +15,7 @@
    n → ∞ limit (a dip near 2^13, then a monotone approach).
 6. Init[B], SGD, c*_4 = −15/8: Z_A at step 4 to 2^22 against the limit and a scalar gradient-descent model
    (the SGD form of the same feedback: loop gain ηκ = C·n^{c+2}/r).
+7. peft_false, Adam, c = −5/4: Z_A at step 4 relative to Z_A^0 = A_0Z, n = 2^8..2^22 (the regime cell).
 """
 
 import math
@@ -144,8 +145,20 @@ def sgd_init_b_at_cstar():
           + ", ".join(f"{v:.2f}" for v in ratio))
 
 
+def peft_false_adam():
+    widths = [2 ** k for k in range(8, 23, 2)]
+    df = simulate(widths=widths, inits="peft_false", lr_exponent=-1.25, optimizers="adam", seeds=range(6),
+                  model=ONE, steps=T, progress=False)
+    z = df.pivot_table(index=["width", "seed"], columns="step", values="z_a_rms")
+    ratio = (z[T] / z[0]).groupby("width").median()
+    print(f"7. peft_false, Adam, c = -5/4, 6 seeds: median RMS(Z_A^{T}) / RMS(Z_A^0) at n = 2^8, ..., 2^22: "
+          + ", ".join(f"{v:.2f}" for v in ratio.values))
+    d = df[df.step == T]
+    print("  slope of z_a_rms: " + _windows(d, "z_a_rms", widths))
+
+
 PARTS = (crossover_ratio, init_b_adam, orthogonal_adam_split, orthogonal_adam_shift, lora_plus_init_b,
-         sgd_init_b_at_cstar)
+         sgd_init_b_at_cstar, peft_false_adam)
 
 if __name__ == "__main__":
     import sys
