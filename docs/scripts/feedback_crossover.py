@@ -16,6 +16,8 @@
 6. Init[B], SGD, c*_4 = −15/8: Z_A at step 4 to 2^22 against the limit and a scalar gradient-descent model
    (the SGD form of the same feedback: loop gain ηκ = C·n^{c+2}/r).
 7. peft_false, Adam, c = −5/4: Z_A at step 4 relative to Z_A^0 = A_0Z, n = 2^8..2^22 (the regime cell).
+8. Init[AB], SGD, c = −9/8 (c*_4 − 1/4), C = 1: the excess Z_A^4/Z_A^0 − 1 against the A→B→A loop term
+   T(T−1)·C²·n^{2c+2} (ΔB ∝ e·(A_0Z)ᵀ returns through ΔBᵀe ∝ ‖e‖²·A_0Z).
 """
 
 import math
@@ -157,8 +159,22 @@ def peft_false_adam():
     print("  slope of z_a_rms: " + _windows(d, "z_a_rms", widths))
 
 
+def ab_sgd():
+    c, widths = -1.125, [2 ** k for k in range(7, 16, 2)]
+    df = simulate(widths=widths, inits="AB", lr_exponent=c, optimizers="sgd", seeds=range(6, 30), model=ONE,
+                  steps=T, progress=False)
+    z = df.pivot_table(index=["width", "seed"], columns="step", values="z_a_rms")
+    excess = (z[T] / z[0] - 1).rename("excess").reset_index()
+    pred = [T * (T - 1) * 1.0 * n ** (2 * c + 2) for n in widths]  # t(t−1)·C²·(‖e‖²/2n)(‖Z‖²/n)·n^(2c+2)
+    print(f"8. AB, SGD, c = {c}, C = 1, seeds 6-29: median Z_A^{T}/Z_A^0 − 1 at n = 2^7, ..., 2^15: "
+          + ", ".join(f"{v:.2f}" for v in excess.groupby("width").excess.median().values)
+          + "; the A→B→A term T(T−1)·C²·n^(2c+2): " + ", ".join(f"{v:.2f}" for v in pred))
+    print(f"  slope of the excess: {fit_exponent(excess[excess.excess > 0], 'excess', method='width')} "
+          f"(theory 2c + 2 = {2 * c + 2:+.2f})")
+
+
 PARTS = (crossover_ratio, init_b_adam, orthogonal_adam_split, orthogonal_adam_shift, lora_plus_init_b,
-         sgd_init_b_at_cstar, peft_false_adam)
+         sgd_init_b_at_cstar, peft_false_adam, ab_sgd)
 
 if __name__ == "__main__":
     import sys
