@@ -28,7 +28,14 @@ from ..checks import check_dir
 from .config import PRESETS, LlmConfig
 from .data import DATASETS
 from .sweep import combine_examples, combine_runs, lr_table, plot_lr_sweep, preset_sweep
-from .verdict import largest_stable_lr, mean_optimum, paired_difference, seed_optima, width_ratios
+from .verdict import (
+    largest_stable_lr,
+    mean_optimum,
+    optimum_ratio,
+    paired_difference,
+    seed_optima,
+    width_ratios,
+)
 from .width import write_probe
 
 # spawned workers unpickle the initializer by reference, so it must live in an importable module, not in
@@ -105,6 +112,7 @@ def verdict(df: pd.DataFrame, run_dir, preset: str) -> dict:
     for other in sorted(inits - {"peft_true"}) if "peft_true" in inits else []:
         for m in ("test_accuracy", "test_loss"):
             tables[f"peft_true-{other}_{m}"] = paired_difference(df, "peft_true", other, m, examples)
+            tables[f"peft_true/{other}_optimum_ratio_{m}"] = optimum_ratio(df, "peft_true", other, m)
     both = df.groupby("width")["init"].apply(lambda i: {"peft_true", "B"} <= set(i))
     if preset == "width" and len(both) > 1 and both.all():  # a partial sweep: no ratio yet
         tables["width_ratios"] = width_ratios(df, "peft_true", "B", chance)

@@ -12,6 +12,8 @@ against η on the grid, for one ``GROUP`` (dataset, width, init) and one seed, o
 * **Paired differences** (:func:`paired_difference`): arm a minus arm b at each arm's best grid η, paired by
   seed (a seed sets the head, the batch order and dropout in both arms); a percentile bootstrap over seeds,
   and over test examples when per-example results are given (the same examples for both arms).
+* **Optimum ratio** (:func:`optimum_ratio`): η*_a/η*_b from the seed optima, paired by seed; the mean of the
+  log ratios with a t-interval over seeds (n − 1 degrees of freedom), edge optima left out.
 * **Power** (:func:`detectable_difference`): the smallest true difference a two-sided test at level α
   detects with probability ``power``, (q_{1−α/2} + q_power)·SE.
 """
@@ -29,7 +31,7 @@ from ..checks import check_int, check_table, lookup
 GROUP = ("dataset", "width", "init")
 MAXIMISE = {"test_loss": False, "test_accuracy": True, "loss": False, "correct": True}
 
-__all__ = ["GROUP", "best_lrs", "detectable_difference", "largest_stable_lr", "mean_optimum",
+__all__ = ["GROUP", "best_lrs", "detectable_difference", "largest_stable_lr", "mean_optimum", "optimum_ratio",
            "paired_difference", "parabola_optimum", "seed_optima", "width_ratios"]
 
 
@@ -73,6 +75,31 @@ def seed_optima(df: pd.DataFrame, metric: str = "test_loss") -> pd.DataFrame:
         best = g[metric].idxmax() if maximise else g[metric].idxmin()
         rows.append(dict(zip([*GROUP, "seed"], key), lr_grid=final.loc[best, "lr"], lr_star=lr, value_star=v,
                          edge=edge))
+    return pd.DataFrame(rows)
+
+
+def optimum_ratio(df: pd.DataFrame, a: str, b: str, metric: str = "test_loss",
+                  level: float = 0.95) -> pd.DataFrame:
+    """Per (dataset, width): η*_a/η*_b paired by seed from :func:`seed_optima` (seeds where neither optimum
+    sits on an edge of its grid): ``ratios`` (per seed), ``ratio`` = exp(mean log ratio) and its t-interval
+    ``lo, hi`` over the seeds (NaN with fewer than 2 seeds).
+
+    >>> d = pd.DataFrame({"dataset": "x", "width": 8, "init": ["a"] * 6 + ["b"] * 6, "step": 1,
+    ...                   "diverged": False, "seed": [0, 0, 0, 1, 1, 1] * 2,
+    ...                   "lr": [1, 2, 4] * 2 + [0.5, 1, 2] * 2, "test_loss": [3, 1, 3] * 4})
+    >>> r = optimum_ratio(d, "a", "b").iloc[0]; int(r.seeds), round(float(r.ratio), 6), round(float(r.lo), 6)
+    (2, 2.0, 2.0)
+    """
+    opt = seed_optima(df, metric)
+    opt = opt[~opt["edge"]]
+    rows = []
+    for (ds, w), g in opt.groupby(["dataset", "width"]):
+        pa, pb = (g[g["init"] == i].set_index("seed")["lr_star"] for i in (a, b))
+        logs = np.log(pa / pb).dropna()
+        n, m = len(logs), float(logs.mean()) if len(logs) else math.nan
+        half = stats.t.ppf(0.5 + level / 2, n - 1) * logs.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+        rows.append(dict(dataset=ds, width=w, a=a, b=b, seeds=n, ratio=math.exp(m), lo=math.exp(m - half),
+                         hi=math.exp(m + half), ratios=[round(float(x), 4) for x in np.exp(logs)]))
     return pd.DataFrame(rows)
 
 
