@@ -11,6 +11,9 @@ quick = False
 
 # %%
 # %matplotlib inline
+import json
+from pathlib import Path
+
 from lora_theory import llm
 from lora_theory.experiments import DEFAULT_CACHE, LLM_RUNS
 from lora_theory.figures import fig_llm_lr_sweep, fig_llm_width
@@ -29,6 +32,26 @@ llm.seed_optima(df, "test_loss")
 
 # %%
 llm.paired_difference(df, "A", "B", "test_accuracy", n_eval=200 if quick else 1000)
+
+# %% [markdown]
+# The powered headline sweep (`results/llm/headline/`, 108 committed runs; `python -m lora_theory.llm --preset
+# headline` reruns or resumes it): PEFT's own Init[A] (`peft_true`) against Init[B], η in 2× steps up to 6.4e-2,
+# 3 seeds plus 2 at each init's three best η, all 2,000 near-duplicate-free test tweets, the head at a fixed η.
+# Read from the committed records in both modes. Per seed, the test-loss optimum of Init[A] over Init[B] (with a
+# t-interval over seeds), the largest η at which no seed collapses to the majority class, and the paired accuracy
+# difference at each init's best η.
+
+# %%
+headline = Path(llm.__file__).resolve().parents[2] / "results" / "llm" / "headline"
+verdict = json.loads((headline / "verdict.json").read_text())
+head = llm.combine_runs(headline / "runs")
+llm.optimum_ratio(head, "peft_true", "B", "test_loss")
+
+# %%
+llm.largest_stable_lr(head, verdict["chance"])
+
+# %%
+verdict["peft_true-B_test_accuracy"]
 
 # %% [markdown]
 # Width inside one model (docs/theory.md §10.1): with LoRA on every linear layer, the first Adam step moves

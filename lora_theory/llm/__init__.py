@@ -49,6 +49,7 @@ from .verdict import (
     detectable_difference,
     largest_stable_lr,
     mean_optimum,
+    optimum_ratio,
     paired_difference,
     parabola_optimum,
     seed_optima,
@@ -62,6 +63,7 @@ __all__ = ["DATASETS", "EXAMPLE_COLUMNS", "LLM_COLUMNS", "MODELS", "MODULE_COLUM
            "best_lrs", "build_model", "combine_examples", "combine_runs", "coord_check",
            "detectable_difference", "evaluate", "explain", "fig_llm_width", "final_rows", "followup_runs",
            "largest_stable_lr", "llm_runs", "llm_sweep", "load_bbc", "load_tweets", "lora_modules",
-           "lr_table", "mean_optimum", "model_path", "normalise_text", "overlap", "paired_difference",
+           "lr_table", "mean_optimum", "model_path", "normalise_text", "optimum_ratio", "overlap",
+           "paired_difference",
            "parabola_optimum", "plot_lr_sweep", "preset_runs", "preset_sweep", "probe_ratios", "seed_optima",
            "train_run", "width_probe", "width_ratios"]
