@@ -18,6 +18,8 @@
 7. peft_false, Adam, c = −5/4: Z_A at step 4 relative to Z_A^0 = A_0Z, n = 2^8..2^22 (the regime cell).
 8. Init[AB], SGD, c = −9/8 (c*_4 − 1/4), C = 1: the excess Z_A^4/Z_A^0 − 1 against the A→B→A loop term
    T(T−1)·C²·n^{2c+2} (ΔB ∝ e·(A_0Z)ᵀ returns through ΔBᵀe ∝ ‖e‖²·A_0Z).
+9. peft_orthogonal, SignSGD (8 samples), c = −1 and −5/4: slopes of the matrix's disagreeing statistics over
+   sliding windows to 2^19.
 """
 
 import math
@@ -173,8 +175,20 @@ def ab_sgd():
           f"(theory 2c + 2 = {2 * c + 2:+.2f})")
 
 
+def orthogonal_signsgd():
+    widths = [2 ** k for k in range(7, 20, 2)]
+    cases = ((-1.0, ("z_b_rms", "dz_b_rms", "delta1_rms", "delta2_rms", "delta3_rms")), (-1.25, ("z_b_rms",)))
+    for c, stats in cases:
+        df = simulate(widths=widths, inits="peft_orthogonal", lr_exponent=c, optimizers="signsgd",
+                      seeds=range(8), model=ModelConfig(n_train=8), steps=T, progress=False)
+        d = df[df.step == T]
+        print(f"9. peft_orthogonal, SignSGD (8 samples, as in the matrix), c = {c}, step {T}, 8 seeds:")
+        for stat in stats:
+            print(f"  slopes of {stat}: " + _windows(d, stat, widths))
+
+
 PARTS = (crossover_ratio, init_b_adam, orthogonal_adam_split, orthogonal_adam_shift, lora_plus_init_b,
-         sgd_init_b_at_cstar, peft_false_adam, ab_sgd)
+         sgd_init_b_at_cstar, peft_false_adam, ab_sgd, orthogonal_signsgd)
 
 if __name__ == "__main__":
     import sys
