@@ -6,7 +6,8 @@ those widths, which is what an interval from a few seeds is meant to cover (not 
 that is the finite-width bias, estimated separately by ``fit_exponent(correction=True)``). The seeds are
 then cut into disjoint groups of k = 2, 3 and 6; each group gets an interval from each method, and the
 coverage is the fraction of groups whose interval contains the reference, with a Wilson 95% interval for
-that fraction.
+that fraction. The corrected exponent's interval (methods ``seed+corrected``, ``width+corrected``) is checked
+the same way against the pooled corrected exponent of all seeds.
 
 Results: ``<out>/coverage.csv`` (one row per case × k × method), ``<out>/groups.csv.gz`` (every group's
 interval) and ``<out>/calibration.png``; ``results/calibration`` holds the committed full run.
@@ -70,17 +71,25 @@ def run_case(case: Case, quick: bool = False, cache_dir=None) -> pd.DataFrame:
     ``case, k, method, group, slope, lo, hi, reference, covers``."""
     df = case.sweep(quick, cache_dir)
     sel = df[df.step == case.step][["width", "seed", case.stat]]
-    reference = fit_exponent(sel, case.stat, method="seed").slope
+    with_correction = len(case.widths) >= 4  # the corrected fit needs 4 widths
+    pooled = fit_exponent(sel, case.stat, method="seed", correction=with_correction)
+    reference, reference_corrected = pooled.slope, pooled.corrected
     seeds = np.sort(sel.seed.unique())
     rows = []
     for k in GROUP_SIZES:
         for g in range(len(seeds) // k):
             part = sel[sel.seed.isin(seeds[g * k:(g + 1) * k])]
             for method in METHODS:
-                e = fit_exponent(part, case.stat, method=method, n_boot=400, seed=g)
+                corrected = with_correction and method != "bootstrap"  # for the t-interval methods
+                e = fit_exponent(part, case.stat, method=method, n_boot=400, seed=g, correction=corrected)
                 rows.append({"case": case.name, "k": k, "method": method, "group": g, "slope": e.slope,
                              "lo": e.lo, "hi": e.hi, "reference": reference,
                              "covers": e.lo <= reference <= e.hi})
+                if corrected:  # against the pooled corrected exponent of the same widths
+                    rows.append({"case": case.name, "k": k, "method": f"{method}+corrected", "group": g,
+                                 "slope": e.corrected, "lo": e.corrected_lo, "hi": e.corrected_hi,
+                                 "reference": reference_corrected,
+                                 "covers": e.corrected_lo <= reference_corrected <= e.corrected_hi})
     return pd.DataFrame(rows)
 
 

@@ -17,6 +17,12 @@ def test_committed_coverage_of_the_default_methods_is_nominal():
     assert (table.groups >= 200).all()
     calibrated = table[table.method.isin(["seed", "width"])]
     assert calibrated.coverage.between(0.92, 0.98).all(), calibrated[["case", "k", "method", "coverage"]]
+    # the corrected exponent's interval (fit_exponent(correction=True)) against the pooled corrected exponent:
+    # the per-seed t-interval is nominal; the per-width one nominal or conservative (0.987: toy, k = 2)
+    corrected = table[table.method.str.endswith("+corrected")]
+    assert set(corrected.method) == {"seed+corrected", "width+corrected"} and len(corrected) == 30
+    assert corrected[corrected.method == "seed+corrected"].coverage.between(0.92, 0.98).all()
+    assert (corrected.coverage >= 0.92).all()
     # the old percentile bootstrap is what the study was for: it under-covers with few seeds
     assert (table[(table.method == "bootstrap") & (table.k == 2)].coverage < 0.6).all()
 
